@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine (as root): installs what the tests
+# need when it is missing, then format check, lints and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+# Tools the tests use; each line: command package.
+while read -r cmd pkg; do
+  [ -n "$cmd" ] || continue
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done <<'LIST'
+LIST
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is missing: install Rust (rustup) first" >&2
+  exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked

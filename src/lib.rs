@@ -1,0 +1,36 @@
+//! `glitchtip-exporter`: a Prometheus exporter that watches self-hosted GlitchTip from the
+//! outside, so that the team relying on GlitchTip learns within a minute when GlitchTip
+//! itself stops seeing errors.
+//!
+//! # Layout
+//!
+//! - [`config`]: `exporter.toml`, environment overrides and `--target`, parsed raw and then
+//!   validated once into typed values; every default lives in [`config::defaults`].
+//! - [`checks`]: what a check is, what a probe found, and the dispatcher that owns deadlines;
+//!   one prober per file ([`checks::http`]).
+//! - [`net`]: resolver (injectable), TCP connect and proxy tunnel, rustls configurations.
+//! - [`state`]: per-check results and consecutive failures, the single source of truth that
+//!   metrics and the landing page are projections of.
+//! - [`metrics`]: the metric contract, one struct that registers every series once.
+//! - [`scheduler`]: interval mode, one task per check with spread start times and the quick
+//!   re-probe after a first failure.
+//! - [`exporter`]: the running exporter — config, state, scheduler tasks, scrape-mode
+//!   single-flight, `/probe`, reload.
+//! - [`server`]: the HTTP endpoints and [`server::run`], which takes a bound listener and
+//!   a shutdown future.
+//! - [`clock`]: injected wall-clock time.
+
+pub mod checks;
+pub mod clock;
+pub mod config;
+pub mod exporter;
+pub mod metrics;
+pub mod net;
+pub mod scheduler;
+pub mod server;
+pub mod state;
+
+/// The exporter's version, from `Cargo.toml`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git revision it was built from (`unknown` outside a git checkout).
+pub const REVISION: &str = env!("GLITCHTIP_EXPORTER_REVISION");

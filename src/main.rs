@@ -1,0 +1,143 @@
+//! The `glitchtip-exporter` binary: parses the command line, sets up logging and signals,
+//! and hands over to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use glitchtip_exporter::config::ConfigSource;
+use glitchtip_exporter::exporter::{Deps, Exporter};
+
+/// Prometheus exporter that watches self-hosted GlitchTip from the outside.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML config file (see exporter.toml); GLITCHTIP_EXPORTER__* variables override it.
+    #[arg(short, long, env = "GLITCHTIP_EXPORTER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// A GlitchTip instance to watch with the default checks: URL or NAME=URL; repeatable.
+    #[arg(
+        short,
+        long = "target",
+        env = "GLITCHTIP_EXPORTER_TARGET",
+        value_delimiter = ',',
+        value_name = "[NAME=]URL"
+    )]
+    targets: Vec<String>,
+
+    /// Address to listen on (default 0.0.0.0:10099), overriding server.listen.
+    #[arg(long, env = "GLITCHTIP_EXPORTER_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Probe mode, overriding server.mode: interval or scrape.
+    #[arg(long, value_name = "MODE", value_parser = ["interval", "scrape"])]
+    mode: Option<String>,
+
+    /// Validate the config without touching the network, then exit 0 (valid) or 1.
+    #[arg(long)]
+    check_config: bool,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. info or glitchtip_exporter=debug.
+    #[arg(
+        long,
+        env = "GLITCHTIP_EXPORTER_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    log_level: String,
+
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, &cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let source = ConfigSource {
+        file: cli.config,
+        cli_targets: cli.targets,
+        listen: cli.listen,
+        mode: cli.mode,
+        env: None,
+    };
+    let config = source.load()?;
+    if cli.check_config {
+        println!(
+            "config OK: {} targets, {} checks, mode {}, listen {}",
+            config.targets.len(),
+            config.checks().count(),
+            config.mode.as_str(),
+            config.listen
+        );
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(listen = %listener.local_addr()?, "listening");
+        let exporter = Exporter::with_config(source, config, Deps::default());
+        spawn_reload_on_sighup(exporter.clone())?;
+        glitchtip_exporter::server::run(listener, exporter, shutdown_signal()?).await?;
+        Ok(())
+    })
+}
+
+fn spawn_reload_on_sighup(exporter: Arc<Exporter>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            let _ = exporter.reload();
+        }
+    });
+    Ok(())
+}
+
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}

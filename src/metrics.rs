@@ -1,0 +1,366 @@
+//! The metric contract: every series the exporter exposes, created and registered once.
+//!
+//! Call sites read as intent (`metrics.record_check(&spec, &state)`); label plumbing lives
+//! here. Every gauge is a projection of a [`CheckState`], so recording is idempotent and a
+//! fresh registry (one `/probe` request) is filled the same way as the long-lived one.
+//!
+//! Rendering is cached: the text is encoded again only after a result changed, so that
+//! frequent scrapes of many checks cost one encoding per change, not one per scrape.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus::core::Collector;
+use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::checks::{CheckSpec, Phase, Reason};
+use crate::clock::unix_seconds;
+use crate::state::CheckState;
+
+/// Every series of one registry.
+pub struct Metrics {
+    registry: Registry,
+    up: GaugeVec,
+    status_code: GaugeVec,
+    duration: GaugeVec,
+    phase: GaugeVec,
+    keyword_match: GaugeVec,
+    consecutive_failures: GaugeVec,
+    failure_reason: GaugeVec,
+    last_success: GaugeVec,
+    last_run: GaugeVec,
+    probes_total: IntCounterVec,
+    down_total: IntCounterVec,
+    tls_insecure: GaugeVec,
+    version_info: GaugeVec,
+    /// Config load results; only in the exporter's registry, not in `/probe` answers.
+    reload: Option<(Gauge, Gauge)>,
+    /// Process metrics, encoded on every render since they change all the time.
+    process: Option<Registry>,
+    /// Bumped on every change, so that the cached text is known stale.
+    generation: AtomicU64,
+    // std Mutex: nothing async happens while held.
+    cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+const TC: &[&str] = &["target", "check"];
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let vec = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    register(registry, vec.clone());
+    vec
+}
+
+fn plain_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::with_opts(Opts::new(name, help)).expect("valid metric definition");
+    register(registry, g.clone());
+    g
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    register(registry, vec.clone());
+    vec
+}
+
+fn register(registry: &Registry, collector: impl Collector + 'static) {
+    registry
+        .register(Box::new(collector))
+        .expect("each metric is registered once");
+}
+
+impl Metrics {
+    /// The long-lived registry of `/metrics`: check series, exporter info and process
+    /// metrics.
+    pub fn for_exporter() -> Self {
+        let metrics = Self::new();
+        let build = gauge(
+            &metrics.registry,
+            "glitchtip_exporter_build_info",
+            "Constant 1, labelled with the exporter's version and git revision.",
+            &["version", "revision"],
+        );
+        build
+            .with_label_values(&[crate::VERSION, crate::REVISION])
+            .set(1.0);
+        let process = Registry::new();
+        register(
+            &process,
+            prometheus::process_collector::ProcessCollector::for_self(),
+        );
+        let reload = (
+            plain_gauge(
+                &metrics.registry,
+                "glitchtip_exporter_config_last_reload_successful",
+                "1 when the last config load or reload succeeded, 0 when it failed (the previous config stays in force).",
+            ),
+            plain_gauge(
+                &metrics.registry,
+                "glitchtip_exporter_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful config load or reload.",
+            ),
+        );
+        Self {
+            process: Some(process),
+            reload: Some(reload),
+            ..metrics
+        }
+    }
+
+    /// A registry with the check series only: what one `/probe` request answers.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        Self {
+            up: gauge(
+                &r,
+                "glitchtip_up",
+                "1 when the check's last probe met every expectation, 0 when it failed.",
+                TC,
+            ),
+            status_code: gauge(
+                &r,
+                "glitchtip_http_status_code",
+                "HTTP status of the last probe's answer; 0 when no answer arrived.",
+                TC,
+            ),
+            duration: gauge(
+                &r,
+                "glitchtip_probe_duration_seconds",
+                "Duration of the last probe, from start to result.",
+                TC,
+            ),
+            phase: gauge(
+                &r,
+                "glitchtip_probe_phase_seconds",
+                "Duration of each phase of the last probe: resolve, connect, tls, processing (request sent to response headers), transfer (body).",
+                &["target", "check", "phase"],
+            ),
+            keyword_match: gauge(
+                &r,
+                "glitchtip_keyword_match",
+                "1 when the last answer's body met the check's keyword, regex and JSON expectations, 0 when not; only for checks that have one.",
+                TC,
+            ),
+            consecutive_failures: gauge(
+                &r,
+                "glitchtip_consecutive_failures",
+                "Failed probes since the last successful one; 0 after a success.",
+                TC,
+            ),
+            failure_reason: gauge(
+                &r,
+                "glitchtip_probe_failure_reason",
+                "Constant 1; the reason label says why the last probe failed (none when it succeeded): none, dns, connect, tls, timeout, status, keyword, json, body_too_large, http.",
+                &["target", "check", "reason"],
+            ),
+            last_success: gauge(
+                &r,
+                "glitchtip_last_success_timestamp_seconds",
+                "Unix time of the last successful probe; absent before the first success.",
+                TC,
+            ),
+            last_run: gauge(
+                &r,
+                "glitchtip_probe_last_run_timestamp_seconds",
+                "Unix time the last probe finished; when it stops advancing, the exporter's scheduler has stalled.",
+                TC,
+            ),
+            probes_total: counter(
+                &r,
+                "glitchtip_probes_total",
+                "Probes run, by result (success or failure).",
+                &["target", "check", "result"],
+            ),
+            down_total: counter(
+                &r,
+                "glitchtip_check_down_total",
+                "Times the check reached 2 consecutive failures, so that a run of failures is counted even when it ends between two scrapes.",
+                TC,
+            ),
+            tls_insecure: gauge(
+                &r,
+                "glitchtip_check_tls_insecure",
+                "1 when the check skips TLS certificate verification (tls.insecure_skip_verify = true); absent otherwise.",
+                TC,
+            ),
+            version_info: gauge(
+                &r,
+                "glitchtip_version_info",
+                "Constant 1, labelled with the GlitchTip version the target reports in /api/settings/.",
+                &["target", "version"],
+            ),
+            reload: None,
+            registry: r,
+            process: None,
+            generation: AtomicU64::new(0),
+            cache: Mutex::new(None),
+        }
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Sets every series of `spec` from `state`. Before the first probe nothing is set, so
+    /// the series are absent rather than 0.
+    pub fn record_check(&self, spec: &CheckSpec, state: &CheckState) {
+        let Some(outcome) = &state.last else {
+            return;
+        };
+        let l = [spec.target.as_str(), spec.name.as_str()];
+        self.up
+            .with_label_values(&l)
+            .set(if outcome.success() { 1.0 } else { 0.0 });
+        self.status_code
+            .with_label_values(&l)
+            .set(f64::from(outcome.status.unwrap_or(0)));
+        self.duration
+            .with_label_values(&l)
+            .set(outcome.duration.as_secs_f64());
+        for phase in Phase::ALL {
+            self.phase
+                .with_label_values(&[l[0], l[1], phase.as_str()])
+                .set(outcome.trace.get(phase).as_secs_f64());
+        }
+        if spec.has_body_expectations() {
+            let matched = outcome.body_match.unwrap_or(false);
+            self.keyword_match
+                .with_label_values(&l)
+                .set(if matched { 1.0 } else { 0.0 });
+        }
+        self.consecutive_failures
+            .with_label_values(&l)
+            .set(f64::from(state.consecutive_failures));
+        for reason in Reason::ALL {
+            if reason != outcome.reason {
+                let _ = self
+                    .failure_reason
+                    .remove_label_values(&[l[0], l[1], reason.as_str()]);
+            }
+        }
+        self.failure_reason
+            .with_label_values(&[l[0], l[1], outcome.reason.as_str()])
+            .set(1.0);
+        if let Some(t) = state.last_success {
+            self.last_success.with_label_values(&l).set(unix_seconds(t));
+        }
+        if let Some(t) = state.last_run {
+            self.last_run.with_label_values(&l).set(unix_seconds(t));
+        }
+        for (result, total) in [("success", state.successes), ("failure", state.failures)] {
+            let c = self.probes_total.with_label_values(&[l[0], l[1], result]);
+            c.inc_by(total.saturating_sub(c.get()));
+        }
+        let c = self.down_total.with_label_values(&l);
+        c.inc_by(state.down_total.saturating_sub(c.get()));
+        if spec.tls_insecure() {
+            self.tls_insecure.with_label_values(&l).set(1.0);
+        }
+        self.changed();
+    }
+
+    /// Removes every series of a check that is gone (removed by a reload).
+    pub fn remove_check(&self, target: &str, check: &str) {
+        let l = [target, check];
+        for vec in [
+            &self.up,
+            &self.status_code,
+            &self.duration,
+            &self.keyword_match,
+            &self.consecutive_failures,
+            &self.last_success,
+            &self.last_run,
+            &self.tls_insecure,
+        ] {
+            let _ = vec.remove_label_values(&l);
+        }
+        for phase in Phase::ALL {
+            let _ = self
+                .phase
+                .remove_label_values(&[target, check, phase.as_str()]);
+        }
+        for reason in Reason::ALL {
+            let _ = self
+                .failure_reason
+                .remove_label_values(&[target, check, reason.as_str()]);
+        }
+        for result in ["success", "failure"] {
+            let _ = self
+                .probes_total
+                .remove_label_values(&[target, check, result]);
+        }
+        let _ = self.down_total.remove_label_values(&l);
+        self.changed();
+    }
+
+    /// Shows `version` for `target`, removing the series of `previous`.
+    pub fn set_version(&self, target: &str, previous: Option<&str>, version: &str) {
+        if let Some(old) = previous.filter(|old| *old != version) {
+            let _ = self.version_info.remove_label_values(&[target, old]);
+        }
+        self.version_info
+            .with_label_values(&[target, version])
+            .set(1.0);
+        self.changed();
+    }
+
+    /// Removes the version series of a target that is gone.
+    pub fn remove_version(&self, target: &str, version: &str) {
+        let _ = self.version_info.remove_label_values(&[target, version]);
+        self.changed();
+    }
+
+    /// Records the result of a config load or reload at `unix_time`.
+    pub fn config_loaded(&self, ok: bool, unix_time: f64) {
+        if let Some((success, timestamp)) = &self.reload {
+            success.set(if ok { 1.0 } else { 0.0 });
+            if ok {
+                timestamp.set(unix_time);
+            }
+        }
+        self.changed();
+    }
+
+    /// The text exposition format, re-encoded only when something changed.
+    pub fn render(&self) -> Vec<u8> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .as_ref()
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, text)| text.clone())
+        };
+        let text = match cached {
+            Some(text) => text,
+            None => {
+                let text = Arc::new(encode(&self.registry));
+                *self.cache.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((generation, text.clone()));
+                text
+            }
+        };
+        let mut out = Vec::with_capacity(text.len() + 2048);
+        out.extend_from_slice(&text);
+        if let Some(process) = &self.process {
+            out.extend_from_slice(&encode(process));
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn encode(registry: &Registry) -> Vec<u8> {
+    let mut buf = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed families.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+    buf
+}
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

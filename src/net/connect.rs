@@ -1,0 +1,67 @@
+//! TCP connections for probes: every probe opens a fresh one, so that the connect and TLS
+//! phases it reports are real. Optionally through an HTTP proxy (`CONNECT` tunnel).
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The longest proxy answer to a `CONNECT` that is read before giving up.
+const MAX_PROXY_RESPONSE_BYTES: usize = 8 * 1024;
+
+/// Connects to the first address that accepts, trying them in order; the last error wins.
+pub async fn tcp_connect(addrs: &[SocketAddr]) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Probes send one small request: do not wait for Nagle.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Asks an HTTP proxy on `stream` to open a tunnel to `authority` (`host:port`).
+pub async fn proxy_tunnel(stream: &mut TcpStream, authority: &str) -> io::Result<()> {
+    let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if buf.len() > MAX_PROXY_RESPONSE_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "proxy answer to CONNECT is too long",
+            ));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "proxy closed the connection during CONNECT",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let status_line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    let status = std::str::from_utf8(status_line)
+        .ok()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse::<u16>().ok());
+    match status {
+        Some(200..=299) => Ok(()),
+        Some(code) => Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("proxy refused CONNECT with status {code}"),
+        )),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "proxy answered CONNECT with no HTTP status line",
+        )),
+    }
+}

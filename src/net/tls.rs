@@ -1,0 +1,186 @@
+//! rustls client configurations.
+//!
+//! A configuration (root store, extra CA, verification policy) is built once per distinct
+//! set of options when the config is loaded and shared by every check that uses it:
+//! building one per probe would parse the root store on the hot path.
+//!
+//! Trust is the Mozilla root program as shipped in `webpki-roots`, compiled into the binary,
+//! so that the static binary behaves the same on every host, plus an optional extra CA file
+//! (PEM) per target or check for private CAs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// Errors building a TLS client configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// Occurs when the CA file cannot be read.
+    #[error("cannot read CA file {path}: {source}")]
+    ReadCa {
+        /// The configured path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Occurs when the CA file holds no PEM certificate.
+    #[error("CA file {path} holds no PEM certificate")]
+    NoCertificates {
+        /// The configured path.
+        path: PathBuf,
+    },
+    /// Occurs when a certificate of the CA file is not a usable trust anchor.
+    #[error("CA file {path} holds a certificate that is not a usable CA: {source}")]
+    BadCertificate {
+        /// The configured path.
+        path: PathBuf,
+        /// What rustls objected to.
+        source: rustls::Error,
+    },
+}
+
+/// The process-wide crypto provider (ring): one choice, made here.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The built-in trust anchors plus the certificates of `ca_file`, if any.
+pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsConfigError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        for cert in read_pem_certs(path)? {
+            roots
+                .add(cert)
+                .map_err(|source| TlsConfigError::BadCertificate {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        }
+    }
+    Ok(roots)
+}
+
+/// Reads every PEM certificate of `path`; an empty file is an error.
+pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsConfigError::ReadCa {
+            path: path.to_owned(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsConfigError::NoCertificates {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// A client configuration for HTTP/1.1 probes.
+pub fn http_client_config(
+    ca_file: Option<&Path>,
+    insecure_skip_verify: bool,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions");
+    let mut config = if insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_no_client_auth()
+    } else {
+        builder
+            .with_root_certificates(root_store(ca_file)?)
+            .with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Builds each distinct client configuration once while a config is loaded.
+#[derive(Default)]
+pub struct ClientConfigCache {
+    built: HashMap<(Option<PathBuf>, bool), Arc<ClientConfig>>,
+}
+
+impl ClientConfigCache {
+    /// The configuration for these options, built on first use.
+    pub fn get(
+        &mut self,
+        ca_file: Option<&Path>,
+        insecure_skip_verify: bool,
+    ) -> Result<Arc<ClientConfig>, TlsConfigError> {
+        let key = (ca_file.map(Path::to_owned), insecure_skip_verify);
+        if let Some(config) = self.built.get(&key) {
+            return Ok(config.clone());
+        }
+        let config = http_client_config(ca_file, insecure_skip_verify)?;
+        self.built.insert(key, config.clone());
+        Ok(config)
+    }
+}
+
+/// The verifier behind `insecure_skip_verify`: accepts any certificate, still checks that
+/// the handshake signatures are made with the presented key.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,222 @@
+//! Interval mode: one task per check.
+//!
+//! Start times are spread over the interval by a hash of the check's name, so that many
+//! targets do not fire together and a restart keeps the same phase. After a first failure
+//! the check is probed again after `retry_interval`, so that the second consecutive
+//! failure (what the bundled alerts wait for) is known within seconds; then it returns to
+//! its interval. Tasks use tokio's clock, which tests pause.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::checks::{CheckSpec, Outcome, Prober};
+
+/// Where a probe's outcome goes; answers the check's consecutive failures afterwards.
+pub trait ResultSink: Send + Sync + 'static {
+    /// Records `outcome` for `spec`.
+    fn record(&self, spec: &CheckSpec, outcome: Outcome) -> u32;
+}
+
+/// The delay before a check's first probe: a stable spread over its interval.
+pub fn start_offset(spec: &CheckSpec) -> Duration {
+    let mut hasher = DefaultHasher::new();
+    (&spec.target, &spec.name).hash(&mut hasher);
+    let interval_ms = spec.schedule.interval.as_millis().max(1) as u64;
+    Duration::from_millis(hasher.finish() % interval_ms)
+}
+
+/// Probes `spec` on its schedule until `cancel` fires.
+pub async fn run_check(
+    spec: Arc<CheckSpec>,
+    prober: Arc<dyn Prober>,
+    sink: Arc<dyn ResultSink>,
+    cancel: CancellationToken,
+) {
+    let schedule = spec.schedule;
+    let mut next = Instant::now() + start_offset(&spec);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = sleep_until(next) => {}
+        }
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            outcome = prober.probe(&spec, schedule.timeout) => outcome,
+        };
+        let failures = sink.record(&spec, outcome);
+        next = if failures == 1 {
+            Instant::now() + schedule.retry_interval
+        } else {
+            // A probe that overran its interval starts the next one at once, not twice.
+            (started + schedule.interval).max(Instant::now())
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::checks::{Reason, Trace};
+    use crate::state::CheckState;
+
+    /// Answers a scripted sequence of reasons, each after `takes`, and notes when each
+    /// probe started (tokio time, relative to the test's start).
+    struct Scripted {
+        start: Instant,
+        takes: Duration,
+        script: Mutex<VecDeque<Reason>>,
+        started_at: Mutex<Vec<Duration>>,
+    }
+
+    impl Prober for Scripted {
+        fn probe<'a>(
+            &'a self,
+            _spec: &'a CheckSpec,
+            _deadline: Duration,
+        ) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                self.started_at.lock().unwrap().push(self.start.elapsed());
+                tokio::time::sleep(self.takes).await;
+                let reason = self
+                    .script
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or(Reason::None);
+                Outcome {
+                    reason,
+                    status: None,
+                    duration: self.takes,
+                    trace: Trace::default(),
+                    body_match: None,
+                    version: None,
+                    detail: None,
+                }
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink(Mutex<CheckState>);
+
+    impl ResultSink for Sink {
+        fn record(&self, _spec: &CheckSpec, outcome: Outcome) -> u32 {
+            let mut state = self.0.lock().unwrap();
+            state.record(outcome, std::time::UNIX_EPOCH);
+            state.consecutive_failures
+        }
+    }
+
+    fn spec() -> Arc<CheckSpec> {
+        let source = crate::config::ConfigSource {
+            cli_targets: vec!["t=http://127.0.0.1:9/".to_owned()],
+            env: Some(Default::default()),
+            ..Default::default()
+        };
+        let config = source.load().unwrap();
+        config.target("t").unwrap().checks[0].clone()
+    }
+
+    async fn run_script(
+        script: &[Reason],
+        takes: Duration,
+        run_for: Duration,
+    ) -> (Vec<Duration>, CheckState, Duration) {
+        let spec = spec();
+        let offset = start_offset(&spec);
+        let prober = Arc::new(Scripted {
+            start: Instant::now(),
+            takes,
+            script: Mutex::new(script.iter().copied().collect()),
+            started_at: Mutex::new(Vec::new()),
+        });
+        let sink = Arc::new(Sink::default());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_check(
+            spec,
+            prober.clone(),
+            sink.clone(),
+            cancel.clone(),
+        ));
+        tokio::time::sleep(run_for).await;
+        cancel.cancel();
+        task.await.unwrap();
+        let starts = prober.started_at.lock().unwrap().clone();
+        let state = sink.0.lock().unwrap().clone();
+        (starts, state, offset)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn healthy_check_runs_on_its_interval_after_its_offset() {
+        let (starts, state, offset) =
+            run_script(&[], Duration::from_millis(20), Duration::from_secs(35)).await;
+        let expected: Vec<Duration> = (0..4)
+            .map(|i| offset + Duration::from_secs(10) * i)
+            .filter(|t| *t < Duration::from_secs(35))
+            .collect();
+        assert_eq!(starts, expected);
+        assert_eq!(state.failures, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_failure_is_retried_after_retry_interval_then_interval_resumes() {
+        // Fails twice (a hanging endpoint: each probe takes the full 5 s timeout), then recovers.
+        let script = [Reason::Timeout, Reason::Timeout, Reason::None];
+        let (starts, state, offset) =
+            run_script(&script, Duration::from_secs(5), Duration::from_secs(40)).await;
+        let s = |secs: u64| offset + Duration::from_secs(secs);
+        // 0: fails at 5 → retry at 5 + 3 = 8: fails at 13 (2nd failure) → next at 8 + 10 = 18.
+        assert_eq!(&starts[..4], &[s(0), s(8), s(18), s(28)]);
+        assert_eq!(state.down_total, 1);
+        assert_eq!(state.consecutive_failures, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn second_consecutive_failure_is_known_within_the_60s_budget() {
+        // Worst case: the outage starts right after a successful probe started.
+        let script = [Reason::None, Reason::Timeout, Reason::Timeout];
+        let (starts, state, offset) =
+            run_script(&script, Duration::from_secs(5), Duration::from_secs(30)).await;
+        assert_eq!(starts[0], offset);
+        // interval 10 + 2 × timeout 5 + retry 3 = 23 s, leaving 30 s for scrape and evaluation.
+        let second_failure_known = starts[2] + Duration::from_secs(5) - offset;
+        assert_eq!(second_failure_known, Duration::from_secs(23));
+        assert_eq!(state.down_total, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_stops_the_loop_even_mid_probe() {
+        let spec = spec();
+        let prober = Arc::new(Scripted {
+            start: Instant::now(),
+            takes: Duration::from_secs(3600),
+            script: Mutex::new(VecDeque::new()),
+            started_at: Mutex::new(Vec::new()),
+        });
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_check(
+            spec,
+            prober.clone(),
+            Arc::new(Sink::default()),
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(prober.started_at.lock().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,105 @@
+//! The landing page: every target and check with its state, reason, last success and
+//! latency, rendered from the same state the metrics come from.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use crate::exporter::Exporter;
+
+/// Escapes text for HTML element content and attribute values.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn when(t: Option<SystemTime>) -> String {
+    t.map_or_else(
+        || "never".to_owned(),
+        |t| humantime::format_rfc3339_seconds(t).to_string(),
+    )
+}
+
+/// The page.
+pub fn render(exporter: &Exporter) -> String {
+    let config = exporter.config();
+    let mut html = String::with_capacity(4096);
+    let _ = write!(
+        html,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>GlitchTip exporter</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}\
+         .up{{color:#070}}.down{{color:#b00}}.pending{{color:#777}}</style></head><body>\
+         <h1>GlitchTip exporter</h1><p>Version {} ({}), mode <b>{}</b>. \
+         <a href=\"/metrics\">Metrics</a> · <a href=\"/-/healthy\">Health</a> · <a href=\"/-/ready\">Ready</a></p>",
+        esc(crate::VERSION),
+        esc(crate::REVISION),
+        config.mode.as_str()
+    );
+    for target in &config.targets {
+        let version = exporter
+            .version(&target.name)
+            .map(|v| format!(", GlitchTip {}", esc(&v)))
+            .unwrap_or_default();
+        let _ = write!(
+            html,
+            "<h2>{name}</h2><p>{url}{version} · <a href=\"/probe?target={name}\">probe now</a></p>\
+             <table><tr><th>check</th><th>state</th><th>reason</th><th>status</th><th>consecutive failures</th>\
+             <th>last success</th><th>latency</th></tr>",
+            name = esc(&target.name),
+            url = esc(target.url.as_str()),
+        );
+        for view in exporter
+            .views()
+            .iter()
+            .filter(|v| v.spec.target == target.name)
+        {
+            let s = &view.state;
+            let (class, state) = match s.up() {
+                None => ("pending", "pending"),
+                Some(true) => ("up", "up"),
+                Some(false) => ("down", "down"),
+            };
+            let last = s.last.as_ref();
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td class=\"{class}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&view.spec.name),
+                last.map_or("", |o| o.reason.as_str()),
+                last.and_then(|o| o.status)
+                    .map_or_else(String::new, |c| c.to_string()),
+                s.consecutive_failures,
+                when(s.last_success),
+                last.map_or_else(String::new, |o| format!(
+                    "{:.0} ms",
+                    o.duration.as_secs_f64() * 1000.0
+                )),
+            );
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::esc;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

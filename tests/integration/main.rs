@@ -1,0 +1,12 @@
+//! Integration tests: one binary, the real exporter on 127.0.0.1:0 against real stub
+//! servers on 127.0.0.1:0.
+
+mod helpers;
+mod stub;
+
+mod bad_inputs;
+mod binary;
+mod config_errors;
+mod reload;
+mod scenarios;
+mod scrape_mode;
