@@ -144,8 +144,9 @@ impl ConfigSource {
             None => std::env::vars().collect(),
         };
         let overrides: HashMap<String, String> = env
-            .into_iter()
+            .iter()
             .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let origin = match (&self.file, overrides.is_empty()) {
             (Some(file), true) => format!("config file {}", file.display()),
@@ -179,9 +180,46 @@ impl ConfigSource {
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Parse {
                 origin: origin.clone(),
-                message: e.to_string(),
+                message: e.to_string().trim_end().to_owned(),
             })?;
-        validate(raw, self, &origin)
+        let base_dir = self
+            .file
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_owned);
+        let ctx = Context {
+            origin: &origin,
+            env: &env,
+            base_dir: base_dir.as_deref(),
+        };
+        validate(raw, self, &ctx)
+    }
+}
+
+/// What validation needs besides the raw config.
+pub struct Context<'a> {
+    /// The file (and environment) the config came from, for messages.
+    pub origin: &'a str,
+    /// The environment, for secrets given as `{ env = "VAR" }`.
+    pub env: &'a HashMap<String, String>,
+    /// Relative paths (`ca_file`, secret files) are relative to the config file's folder.
+    pub base_dir: Option<&'a Path>,
+}
+
+impl Context<'_> {
+    fn invalid(&self, key: &str, expected: String) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            key: key.to_owned(),
+            expected,
+        }
+    }
+
+    fn path(&self, path: &Path) -> PathBuf {
+        match self.base_dir {
+            Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => dir.join(path),
+            _ => path.to_owned(),
+        }
     }
 }
 
@@ -189,18 +227,12 @@ impl ConfigSource {
 pub fn validate(
     mut raw: RawConfig,
     source: &ConfigSource,
-    origin: &str,
+    ctx: &Context<'_>,
 ) -> Result<Config, ConfigError> {
-    let invalid = |key: &str, expected: String| ConfigError::Invalid {
-        origin: origin.to_owned(),
-        key: key.to_owned(),
-        expected,
-    };
-
     for spec in &source.cli_targets {
-        let (name, url) = cli_target(spec).map_err(|e| invalid("--target", e))?;
+        let (name, url) = cli_target(spec).map_err(|e| ctx.invalid("--target", e))?;
         if raw.targets.contains_key(&name) {
-            return Err(invalid(
+            return Err(ctx.invalid(
                 "--target",
                 format!("target name {name:?} is already configured; use NAME=URL to pick another"),
             ));
@@ -219,10 +251,10 @@ pub fn validate(
         None => {
             let text = raw.server.listen.as_deref().unwrap_or(defaults::LISTEN);
             text.parse().map_err(|_| {
-                invalid(
+                ctx.invalid(
                     "server.listen",
                     format!(
-                        "expected an IP address and port such as \"0.0.0.0:{}\", got {text:?}",
+                        "an IP address and port such as \"0.0.0.0:{}\", got {text:?}",
                         defaults::PORT
                     ),
                 )
@@ -238,9 +270,9 @@ pub fn validate(
         "interval" => Mode::Interval,
         "scrape" => Mode::Scrape,
         other => {
-            return Err(invalid(
+            return Err(ctx.invalid(
                 "server.mode",
-                format!("expected \"interval\" or \"scrape\", got {other:?}"),
+                format!("\"interval\" or \"scrape\", got {other:?}"),
             ));
         }
     };
@@ -250,7 +282,7 @@ pub fn validate(
         .unwrap_or(defaults::SHUTDOWN_TIMEOUT);
 
     if raw.targets.is_empty() {
-        return Err(invalid(
+        return Err(ctx.invalid(
             "targets",
             "at least one target: pass --target URL or add a [targets.<name>] table".to_owned(),
         ));
@@ -260,8 +292,8 @@ pub fn validate(
     let mut targets = Vec::with_capacity(raw.targets.len());
     for (name, target) in &raw.targets {
         let key = format!("targets.{name}");
-        check_name(name).map_err(|e| invalid(&key, e))?;
-        targets.push(build_target(name, target, &raw, &mut tls_cache, &invalid)?);
+        check_name(name).map_err(|e| ctx.invalid(&key, e))?;
+        targets.push(build_target(name, target, &raw, &mut tls_cache, ctx)?);
     }
     Ok(Config {
         listen,
@@ -271,23 +303,21 @@ pub fn validate(
     })
 }
 
-type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
-
 fn build_target(
     name: &str,
     target: &RawTarget,
     raw: &RawConfig,
     tls_cache: &mut ClientConfigCache,
-    invalid: &Invalid<'_>,
+    ctx: &Context<'_>,
 ) -> Result<Target, ConfigError> {
     let key = format!("targets.{name}");
     let url_text = target.url.as_deref().ok_or_else(|| {
-        invalid(
+        ctx.invalid(
             &format!("{key}.url"),
             "a base URL such as \"https://glitchtip.example.com\"".to_owned(),
         )
     })?;
-    let url = parse_http_url(url_text).map_err(|e| invalid(&format!("{key}.url"), e))?;
+    let url = parse_http_url(url_text).map_err(|e| ctx.invalid(&format!("{key}.url"), e))?;
 
     let mut merged: BTreeMap<String, RawCheck> = BTreeMap::new();
     if target.default_checks.unwrap_or(true) {
@@ -297,12 +327,12 @@ fn build_target(
     }
     for (check_name, over) in &target.checks {
         check_name_valid(check_name)
-            .map_err(|e| invalid(&format!("{key}.checks.{check_name}"), e))?;
+            .map_err(|e| ctx.invalid(&format!("{key}.checks.{check_name}"), e))?;
         let merged_check = match merged.remove(check_name) {
             Some(base) => overlay(base, over.clone()),
             None => {
                 if over.path.is_none() && over.url.is_none() && over.enabled != Some(false) {
-                    return Err(invalid(
+                    return Err(ctx.invalid(
                         &format!("{key}.checks.{check_name}"),
                         "a `path` or a `url` (this is not one of the default checks health, database, api, dashboard)".to_owned(),
                     ));
@@ -320,25 +350,33 @@ fn build_target(
             continue;
         }
         let check_key = format!("{key}.checks.{check_name}");
-        if check.version_field.is_some() {
+        if check
+            .version_field
+            .as_deref()
+            .is_some_and(|f| !f.is_empty())
+        {
             if let Some(other) = &version_check {
-                return Err(invalid(
+                return Err(ctx.invalid(
                     &format!("{check_key}.version_field"),
-                    format!("at most one check per target reads the version; {other} already does"),
+                    format!(
+                        "at most one check per target reading the version, but {other} and {check_name} both do (set version_field = \"\" on one)"
+                    ),
                 ));
             }
             version_check = Some(check_name.clone());
         }
         let spec = build_check(
-            name,
-            &url,
-            target,
-            raw,
-            &check_name,
-            &check,
-            &check_key,
+            &CheckInput {
+                target_name: name,
+                base: &url,
+                target,
+                raw,
+                name: &check_name,
+                check: &check,
+                key: &check_key,
+            },
             tls_cache,
-            invalid,
+            ctx,
         )?;
         checks.push(Arc::new(spec));
     }
@@ -386,18 +424,43 @@ fn overlay(base: RawCheck, over: RawCheck) -> RawCheck {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One merged check and where it sits.
+struct CheckInput<'a> {
+    target_name: &'a str,
+    base: &'a Url,
+    target: &'a RawTarget,
+    raw: &'a RawConfig,
+    name: &'a str,
+    check: &'a RawCheck,
+    key: &'a str,
+}
+
+/// The config key a timing value came from: the check, its target, or `[defaults]`.
+fn schedule_key(input: &CheckInput<'_>, field: &str, on_check: bool, on_target: bool) -> String {
+    if on_check {
+        format!("{}.{field}", input.key)
+    } else if on_target {
+        format!("targets.{}.{field}", input.target_name)
+    } else {
+        format!("defaults.{field}")
+    }
+}
+
 fn build_check(
-    target_name: &str,
-    base: &Url,
-    target: &RawTarget,
-    raw: &RawConfig,
-    name: &str,
-    check: &RawCheck,
-    key: &str,
+    input: &CheckInput<'_>,
     tls_cache: &mut ClientConfigCache,
-    invalid: &Invalid<'_>,
+    ctx: &Context<'_>,
 ) -> Result<CheckSpec, ConfigError> {
+    let CheckInput {
+        target_name,
+        base,
+        target,
+        raw,
+        name,
+        check,
+        key,
+    } = *input;
+    let invalid = |k: &str, e: String| ctx.invalid(k, e);
     let field = |f: &str| format!("{key}.{f}");
     let d = &raw.defaults;
     let schedule = Schedule {
@@ -417,21 +480,39 @@ fn build_check(
             .or(d.retry_interval)
             .unwrap_or(defaults::RETRY_INTERVAL),
     };
-    for (f, value) in [
-        ("interval", schedule.interval),
-        ("timeout", schedule.timeout),
-        ("retry_interval", schedule.retry_interval),
+    let interval_key = schedule_key(
+        input,
+        "interval",
+        check.interval.is_some(),
+        target.interval.is_some(),
+    );
+    let timeout_key = schedule_key(
+        input,
+        "timeout",
+        check.timeout.is_some(),
+        target.timeout.is_some(),
+    );
+    let retry_key = schedule_key(
+        input,
+        "retry_interval",
+        check.retry_interval.is_some(),
+        target.retry_interval.is_some(),
+    );
+    for (k, value) in [
+        (&interval_key, schedule.interval),
+        (&timeout_key, schedule.timeout),
+        (&retry_key, schedule.retry_interval),
     ] {
         if value.is_zero() {
             return Err(invalid(
-                &field(f),
+                k,
                 "a duration above zero, such as \"5s\"".to_owned(),
             ));
         }
     }
     if schedule.timeout > schedule.interval {
         return Err(invalid(
-            &field("timeout"),
+            &timeout_key,
             format!(
                 "a timeout no longer than the interval ({}), got {}",
                 humantime::format_duration(schedule.interval),
@@ -514,7 +595,7 @@ fn build_check(
         }),
         None => None,
     };
-    let version_field = match &check.version_field {
+    let version_field = match check.version_field.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => Some(JsonPath::parse(p).ok_or_else(|| {
             invalid(
                 &field("version_field"),
@@ -546,8 +627,23 @@ fn build_check(
             headers.insert(name, value);
         }
     }
+    if check.bearer_token.is_some() && check.basic_auth.is_some() {
+        return Err(invalid(
+            key,
+            "either `bearer_token` or `basic_auth`, not both".to_owned(),
+        ));
+    }
+    if (check.bearer_token.is_some() || check.basic_auth.is_some())
+        && headers.contains_key(http::header::AUTHORIZATION)
+    {
+        return Err(invalid(
+            key,
+            "an Authorization header from `headers` or from `bearer_token`/`basic_auth`, not both"
+                .to_owned(),
+        ));
+    }
     if let Some(secret) = &check.bearer_token {
-        let token = read_secret(secret, &field("bearer_token"), invalid)?;
+        let token = read_secret(secret, &field("bearer_token"), ctx)?;
         token.hash(&mut secret_hasher);
         let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             invalid(
@@ -560,7 +656,7 @@ fn build_check(
     }
     if let Some(auth) = &check.basic_auth {
         use base64::Engine as _;
-        let password = read_secret(&auth.password, &field("basic_auth.password"), invalid)?;
+        let password = read_secret(&auth.password, &field("basic_auth.password"), ctx)?;
         password.hash(&mut secret_hasher);
         let encoded = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{password}", auth.username));
@@ -581,8 +677,9 @@ fn build_check(
         format!("targets.{target_name}.tls")
     };
     let insecure_skip_verify = tls_raw.insecure_skip_verify.unwrap_or(false);
+    let ca_file = tls_raw.ca_file.as_deref().map(|p| ctx.path(p));
     let tls = tls_cache
-        .get(tls_raw.ca_file.as_deref(), insecure_skip_verify)
+        .get(ca_file.as_deref(), insecure_skip_verify)
         .map_err(|e| {
             invalid(
                 &format!("{tls_key}.ca_file"),
@@ -725,17 +822,20 @@ fn parse_http_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn read_secret(
+/// Reads a secret from its file (relative to the config file's folder) or environment
+/// variable (from the environment the config was loaded with).
+pub(crate) fn read_secret(
     secret: &RawSecret,
     key: &str,
-    invalid: &Invalid<'_>,
+    ctx: &Context<'_>,
 ) -> Result<String, ConfigError> {
+    let invalid = |k: &str, e: String| ctx.invalid(k, e);
     match (&secret.file, &secret.env) {
         (Some(path), None) => {
-            read_secret_file(path).map_err(|e| invalid(&format!("{key}.file"), e))
+            read_secret_file(&ctx.path(path)).map_err(|e| invalid(&format!("{key}.file"), e))
         }
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(v),
+        (None, Some(var)) => match ctx.env.get(var) {
+            Some(v) if !v.is_empty() => Ok(v.clone()),
             _ => Err(invalid(
                 &format!("{key}.env"),
                 format!("environment variable {var} to be set and not empty"),
@@ -762,7 +862,7 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
 /// Target names are label values and environment variable segments: lowercase letters,
 /// digits, `_` and `-`, starting with a letter or digit, without `__` (the nesting
 /// separator).
-fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name

@@ -1,1 +1,635 @@
-//! placeholder
+//! Config loading as a user meets it: every invalid config in `tests/fixtures/bad-configs/`
+//! with the exact message it produces, and the valid paths around them — the annotated
+//! `exporter.toml` against [`defaults`], environment overrides, `--target`, and how the
+//! default checks merge with a target's own.
+//!
+//! Messages are asserted whole, as blackbox_exporter and ripgrep do, so that a change of
+//! wording is a deliberate change of this file. `{file}` in an expected message stands for
+//! the fixture's full path, `{dir}` its folder: paths inside a config (`ca_file`, token files)
+//! are relative to the config file's folder.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use glitchtip_exporter::checks::{CheckKind, CheckSpec, HttpCheck, Schedule, StatusSet};
+use glitchtip_exporter::config::raw::RawStatus;
+use glitchtip_exporter::config::{Config, ConfigError, ConfigSource, Mode, defaults};
+
+/// Directory of the invalid configs.
+const BAD_CONFIGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bad-configs");
+
+/// The names of the default checks, in the order a target lists them (sorted).
+const DEFAULT_CHECK_NAMES: [&str; 4] = ["api", "dashboard", "database", "health"];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(BAD_CONFIGS).join(name)
+}
+
+/// Loads `file` with an empty environment and nothing from the command line.
+fn load_file(file: &Path) -> Result<Config, ConfigError> {
+    ConfigSource {
+        file: Some(file.to_owned()),
+        env: Some(HashMap::new()),
+        ..Default::default()
+    }
+    .load()
+}
+
+fn assert_error(name: &str, expected: &str) {
+    let path = fixture(name);
+    let err = load_file(&path).expect_err("the fixture must be rejected");
+    let expected = expected
+        .replace("{file}", &path.display().to_string())
+        .replace("{dir}", BAD_CONFIGS);
+    assert_eq!(err.to_string(), expected, "fixture {name}");
+}
+
+/// `name, "fixture.toml", "expected message";` — one test per line, plus [`FIXTURES`], the
+/// list that keeps fixture files and cases in step.
+macro_rules! cases {
+    ($($name:ident, $fixture:literal, $expected:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                assert_error($fixture, $expected);
+            }
+        )*
+
+        /// Every fixture that has a case.
+        const FIXTURES: &[&str] = &[$($fixture),*];
+    };
+}
+
+cases! {
+    unknown_top_level_key, "unknown_top_level_key.toml", "config file {file}: unknown field `sever`, expected one of `server`, `defaults`, `targets`";
+    unknown_check_key, "unknown_check_key.toml", "config file {file}: unknown field `expected_status`, expected one of `enabled`, `method`, `path`, `url`, `body`, `expect_status`, `keyword`, `regex`, `json`, `version_field`, `headers`, `bearer_token`, `basic_auth`, `interval`, `timeout`, `retry_interval`, `max_body_bytes`, `follow_redirects`, `max_redirects`, `tls`, `proxy` for key `targets.prod.checks.health`";
+    targets_wrong_type, "targets_wrong_type.toml", "config file {file}: invalid type: integer `5`, expected a map for key `targets`";
+    duration_without_unit, "duration_without_unit.toml", r#"config file {file}: invalid value: string "10", expected a duration for key `defaults.interval`"#;
+    duration_in_words, "duration_in_words.toml", r#"config file {file}: invalid value: string "ten seconds", expected a duration for key `targets.prod.timeout`"#;
+    interval_zero, "interval_zero.toml", r#"config file {file}: targets.prod.checks.health.interval: a duration above zero, such as "5s""#;
+    timeout_over_interval, "timeout_over_interval.toml", "config file {file}: targets.prod.checks.health.timeout: a timeout no longer than the interval (10s), got 30s";
+    url_not_http, "url_not_http.toml", r#"config file {file}: targets.prod.url: an absolute http:// or https:// URL, got "ftp://glitchtip.example.com""#;
+    url_with_credentials, "url_with_credentials.toml", "config file {file}: targets.prod.url: a URL without credentials (use basic_auth with a password file)";
+    url_missing, "url_missing.toml", r#"config file {file}: targets.prod.url: a base URL such as "https://glitchtip.example.com""#;
+    target_name_uppercase, "target_name_uppercase.toml", r#"config file {file}: targets.Prod: a name of at most 63 lowercase letters, digits, '_' and '-', starting with a letter or digit, without "__", got "Prod""#;
+    custom_check_without_path, "custom_check_without_path.toml", "config file {file}: targets.prod.checks.ingest: a `path` or a `url` (this is not one of the default checks health, database, api, dashboard)";
+    check_path_and_url, "check_path_and_url.toml", "config file {file}: targets.prod.checks.ingest: either `path` or `url`, not both";
+    status_out_of_range, "status_out_of_range.toml", "config file {file}: targets.prod.checks.health.expect_status: status codes from 100 to 599, got 600";
+    status_range_reversed, "status_range_reversed.toml", r#"config file {file}: targets.prod.checks.health.expect_status: a range whose start is not above its end, got "300-200""#;
+    regex_invalid, "regex_invalid.toml", "config file {file}: targets.prod.checks.health.regex: a valid regular expression: regex parse error:\n    ok(\n      ^\nerror: unclosed group";
+    json_path_empty, "json_path_empty.toml", r#"config file {file}: targets.prod.checks.database.json.path: a dot-separated field path such as "version", got """#;
+    version_field_twice, "version_field_twice.toml", "config file {file}: targets.prod.checks.settings_again.version_field: at most one check per target reading the version, but settings and settings_again both do (set version_field = \"\" on one)";
+    bearer_token_and_basic_auth, "bearer_token_and_basic_auth.toml", "config file {file}: targets.prod.checks.organizations: either `bearer_token` or `basic_auth`, not both";
+    timeout_over_interval_in_defaults, "timeout_over_interval_in_defaults.toml", "config file {file}: defaults.timeout: a timeout no longer than the interval (5s), got 8s";
+    interval_zero_on_target, "interval_zero_on_target.toml", "config file {file}: targets.prod.interval: a duration above zero, such as \"5s\"";
+    server_mode_bad, "server_mode_bad.toml", r#"config file {file}: server.mode: "interval" or "scrape", got "push""#;
+    server_listen_bad, "server_listen_bad.toml", r#"config file {file}: server.listen: an IP address and port such as "0.0.0.0:10099", got "localhost""#;
+    ca_file_missing, "ca_file_missing.toml", "config file {file}: targets.prod.tls.ca_file: a readable PEM file of CA certificates (cannot read CA file {dir}/no-such-ca.pem: No such file or directory (os error 2))";
+    ca_file_without_certificate, "ca_file_without_certificate.toml", "config file {file}: targets.prod.tls.ca_file: a readable PEM file of CA certificates (CA file {dir}/not-a-certificate.pem holds no PEM certificate)";
+    bearer_token_file_and_env, "bearer_token_file_and_env.toml", "config file {file}: targets.prod.checks.organizations.bearer_token: exactly one of `file` or `env`";
+    bearer_token_file_missing, "bearer_token_file_missing.toml", "config file {file}: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read {dir}/no-such-token: No such file or directory (os error 2)";
+    bearer_token_env_unset, "bearer_token_env_unset.toml", "config file {file}: targets.prod.checks.organizations.bearer_token.env: environment variable GLITCHTIP_EXPORTER_TEST_UNSET_TOKEN to be set and not empty";
+    proxy_https, "proxy_https.toml", r#"config file {file}: targets.prod.proxy: an http:// proxy URL such as "http://proxy:3128", got "https://proxy.example.com:3128""#;
+    header_name_invalid, "header_name_invalid.toml", "config file {file}: targets.prod.headers.X Forwarded Host: a valid HTTP header name";
+    empty_file, "empty.toml", "config file {file}: targets: at least one target: pass --target URL or add a [targets.<name>] table";
+    toml_syntax, "toml_syntax.toml", "config file {file}: TOML parse error at line 3, column 37\n  |\n3 | url = \"https://glitchtip.example.com\n  |                                     ^\ninvalid basic string, expected `\"`";
+}
+
+#[test]
+fn every_bad_config_has_a_case() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(BAD_CONFIGS)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".toml"))
+        .collect();
+    on_disk.sort();
+    let mut covered: Vec<String> = FIXTURES.iter().map(|f| (*f).to_owned()).collect();
+    covered.sort();
+    assert_eq!(on_disk, covered);
+}
+
+#[test]
+fn missing_file_is_named() {
+    let path = fixture("no-such-config.toml");
+    let err = load_file(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "config file {}: cannot read the file: No such file or directory (os error 2)",
+            path.display()
+        )
+    );
+}
+
+// ---- valid configs -------------------------------------------------------------------
+
+/// A config file that lives as long as the test.
+fn write_toml(toml: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), toml).unwrap();
+    file
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn load_toml(toml: &str) -> Config {
+    let file = write_toml(toml);
+    load_file(file.path()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn http(spec: &CheckSpec) -> &HttpCheck {
+    match &spec.kind {
+        CheckKind::Http(check) => check,
+    }
+}
+
+fn check<'c>(config: &'c Config, target: &str, name: &str) -> &'c CheckSpec {
+    let target = config
+        .target(target)
+        .unwrap_or_else(|| panic!("no target {target}"));
+    target
+        .checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name} in target {}", target.name))
+}
+
+fn check_names(config: &Config, target: &str) -> Vec<String> {
+    config
+        .target(target)
+        .unwrap_or_else(|| panic!("no target {target}"))
+        .checks
+        .iter()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+fn default_schedule() -> Schedule {
+    Schedule {
+        interval: defaults::INTERVAL,
+        timeout: defaults::TIMEOUT,
+        retry_interval: defaults::RETRY_INTERVAL,
+    }
+}
+
+fn status_set(raw: &[RawStatus]) -> StatusSet {
+    StatusSet(
+        raw.iter()
+            .map(|s| match s {
+                RawStatus::Code(c) => {
+                    let c = u16::try_from(*c).unwrap();
+                    (c, c)
+                }
+                RawStatus::Text(t) => panic!("the defaults use codes, got {t:?}"),
+            })
+            .collect(),
+    )
+}
+
+/// What a check does, as comparable text: everything but the TLS configuration.
+fn describe(spec: &CheckSpec) -> String {
+    let c = http(spec);
+    format!(
+        "{} {} status={} keyword={:?} regex={:?} json={:?} version={:?} redirects={}/{} max_body={} schedule={:?} headers={:?} proxy={:?}",
+        c.method,
+        c.url,
+        c.expect_status,
+        c.body.keyword,
+        c.body.regex.as_ref().map(|r| r.as_str().to_owned()),
+        c.body
+            .json
+            .as_ref()
+            .map(|j| (j.path.to_string(), j.equals.clone())),
+        c.version_field.as_ref().map(ToString::to_string),
+        c.follow_redirects,
+        c.max_redirects,
+        c.max_body_bytes,
+        spec.schedule,
+        c.headers,
+        c.proxy,
+    )
+}
+
+#[test]
+fn exporter_toml_shows_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("exporter.toml");
+    let config = load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(config.listen, defaults::LISTEN.parse().unwrap());
+    assert_eq!(config.listen.port(), defaults::PORT);
+    assert_eq!(config.mode, Mode::Interval);
+    assert_eq!(config.shutdown_timeout, defaults::SHUTDOWN_TIMEOUT);
+    for name in DEFAULT_CHECK_NAMES {
+        let spec = check(&config, "prod", name);
+        assert_eq!(spec.schedule, default_schedule(), "check {name}");
+        assert_eq!(
+            http(spec).max_body_bytes,
+            defaults::MAX_BODY_BYTES,
+            "check {name}"
+        );
+        assert!(!spec.tls_insecure(), "check {name}");
+    }
+
+    // The default checks as exporter.toml spells them out are the built-in ones.
+    let built_in = load_toml("[targets.prod]\nurl = \"https://glitchtip.example.com\"\n");
+    for name in DEFAULT_CHECK_NAMES {
+        assert_eq!(
+            describe(check(&config, "prod", name)),
+            describe(check(&built_in, "prod", name)),
+            "check {name}"
+        );
+    }
+}
+
+#[test]
+fn default_checks_are_added() {
+    let config = load_toml("[targets.prod]\nurl = \"https://glitchtip.example.com\"\n");
+    assert_eq!(check_names(&config, "prod"), DEFAULT_CHECK_NAMES);
+    for (name, raw) in defaults::checks() {
+        let spec = check(&config, "prod", name);
+        let c = http(spec);
+        let path = raw.path.as_deref().unwrap();
+        assert_eq!(
+            c.url.as_str(),
+            format!("https://glitchtip.example.com{path}"),
+            "check {name}"
+        );
+        assert_eq!(
+            c.expect_status,
+            status_set(raw.expect_status.as_deref().unwrap()),
+            "check {name}"
+        );
+        assert_eq!(c.method, http::Method::GET, "check {name}");
+        assert_eq!(spec.schedule, default_schedule(), "check {name}");
+        assert_eq!(c.max_body_bytes, defaults::MAX_BODY_BYTES, "check {name}");
+        assert!(!c.follow_redirects, "check {name}");
+        assert_eq!(c.max_redirects, defaults::MAX_REDIRECTS, "check {name}");
+    }
+    // The README's table, written out once more so that a change of defaults.rs is seen.
+    let table = [
+        ("health", "/_health/", "200"),
+        ("database", "/api/settings/", "200"),
+        ("api", "/api/0/organizations/", "401"),
+        ("dashboard", "/", "200"),
+    ];
+    for (name, path, status) in table {
+        let c = http(check(&config, "prod", name));
+        assert_eq!(c.url.path(), path, "check {name}");
+        assert_eq!(c.expect_status.to_string(), status, "check {name}");
+    }
+    assert_eq!(
+        http(check(&config, "prod", "health"))
+            .body
+            .keyword
+            .as_deref(),
+        Some("ok")
+    );
+    assert!(check(&config, "prod", "database").reads_version());
+    assert_eq!(
+        http(check(&config, "prod", "dashboard"))
+            .body
+            .keyword
+            .as_deref(),
+        Some("GlitchTip")
+    );
+}
+
+#[test]
+fn default_checks_keep_the_base_url_path() {
+    let config = load_toml("[targets.prod]\nurl = \"https://example.com/glitchtip/\"\n");
+    assert_eq!(
+        http(check(&config, "prod", "health")).url.as_str(),
+        "https://example.com/glitchtip/_health/"
+    );
+    assert_eq!(
+        http(check(&config, "prod", "dashboard")).url.as_str(),
+        "https://example.com/glitchtip/"
+    );
+}
+
+#[test]
+fn default_checks_false_leaves_only_the_own_checks() {
+    let config = load_toml(
+        r#"
+        [targets.prod]
+        url = "https://glitchtip.example.com"
+        default_checks = false
+
+        [targets.prod.checks.internal]
+        path = "/api/0/internal/health"
+        expect_status = ["200-299"]
+        "#,
+    );
+    assert_eq!(check_names(&config, "prod"), ["internal"]);
+    let c = http(check(&config, "prod", "internal"));
+    assert_eq!(
+        c.url.as_str(),
+        "https://glitchtip.example.com/api/0/internal/health"
+    );
+    assert_eq!(c.expect_status, StatusSet(vec![(200, 299)]));
+    assert!(c.body.is_empty());
+    assert!(c.version_field.is_none());
+}
+
+#[test]
+fn default_check_overridden_field_by_field() {
+    let config = load_toml(
+        r#"
+        [targets.prod]
+        url = "https://glitchtip.example.com"
+
+        [targets.prod.checks.health]
+        timeout = "2s"
+        keyword = "healthy"
+
+        [targets.prod.checks.dashboard]
+        url = "https://www.example.com/"
+        "#,
+    );
+    let health = check(&config, "prod", "health");
+    let c = http(health);
+    assert_eq!(c.body.keyword.as_deref(), Some("healthy"));
+    assert_eq!(c.url.as_str(), "https://glitchtip.example.com/_health/");
+    assert_eq!(c.expect_status, StatusSet(vec![(200, 200)]));
+    assert_eq!(
+        health.schedule,
+        Schedule {
+            timeout: Duration::from_secs(2),
+            ..default_schedule()
+        }
+    );
+    // An absolute URL replaces the default path; the rest of the default stays.
+    let dashboard = http(check(&config, "prod", "dashboard"));
+    assert_eq!(dashboard.url.as_str(), "https://www.example.com/");
+    assert_eq!(dashboard.body.keyword.as_deref(), Some("GlitchTip"));
+    // The checks not mentioned are untouched.
+    assert_eq!(check_names(&config, "prod"), DEFAULT_CHECK_NAMES);
+}
+
+#[test]
+fn schedule_most_specific_wins() {
+    let config = load_toml(
+        r#"
+        [defaults]
+        interval = "20s"
+        max_body_bytes = 1000
+
+        [targets.prod]
+        url = "https://glitchtip.example.com"
+        timeout = "4s"
+
+        [targets.prod.checks.health]
+        retry_interval = "1s"
+        max_body_bytes = 2000
+        "#,
+    );
+    let health = check(&config, "prod", "health");
+    assert_eq!(
+        health.schedule,
+        Schedule {
+            interval: Duration::from_secs(20),
+            timeout: Duration::from_secs(4),
+            retry_interval: Duration::from_secs(1),
+        }
+    );
+    assert_eq!(http(health).max_body_bytes, 2000);
+    let api = check(&config, "prod", "api");
+    assert_eq!(
+        api.schedule,
+        Schedule {
+            interval: Duration::from_secs(20),
+            timeout: Duration::from_secs(4),
+            retry_interval: defaults::RETRY_INTERVAL,
+        }
+    );
+    assert_eq!(http(api).max_body_bytes, 1000);
+}
+
+// ---- environment overrides -------------------------------------------------------------
+
+const PROD: &str = "[targets.prod]\nurl = \"https://glitchtip.example.com\"\n";
+
+fn load_with_env(file: &Path, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    ConfigSource {
+        file: Some(file.to_owned()),
+        env: Some(env(pairs)),
+        ..Default::default()
+    }
+    .load()
+}
+
+#[test]
+fn env_override_disables_a_default_check() {
+    let file = write_toml(PROD);
+    let config = load_with_env(
+        file.path(),
+        &[(
+            "GLITCHTIP_EXPORTER__TARGETS__PROD__CHECKS__DASHBOARD__ENABLED",
+            "false",
+        )],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(check_names(&config, "prod"), ["api", "database", "health"]);
+}
+
+#[test]
+fn env_override_sets_the_mode() {
+    let file = write_toml(PROD);
+    let config = load_with_env(
+        file.path(),
+        &[("GLITCHTIP_EXPORTER__SERVER__MODE", "scrape")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.mode, Mode::Scrape);
+}
+
+#[test]
+fn env_override_replaces_a_file_value() {
+    let file = write_toml(PROD);
+    let config = load_with_env(
+        file.path(),
+        &[
+            (
+                "GLITCHTIP_EXPORTER__TARGETS__PROD__URL",
+                "https://other.example.com",
+            ),
+            (
+                "GLITCHTIP_EXPORTER__TARGETS__PROD__CHECKS__HEALTH__TIMEOUT",
+                "2s",
+            ),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let health = check(&config, "prod", "health");
+    assert_eq!(
+        http(health).url.as_str(),
+        "https://other.example.com/_health/"
+    );
+    assert_eq!(health.schedule.timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn env_override_invalid_value_names_the_environment() {
+    let file = write_toml(PROD);
+    let err =
+        load_with_env(file.path(), &[("GLITCHTIP_EXPORTER__SERVER__MODE", "push")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            r#"config file {} with GLITCHTIP_EXPORTER__* environment overrides: server.mode: "interval" or "scrape", got "push""#,
+            file.path().display()
+        )
+    );
+}
+
+#[test]
+fn env_override_of_wrong_type_names_the_environment_and_key() {
+    let file = write_toml(PROD);
+    let err = load_with_env(
+        file.path(),
+        &[(
+            "GLITCHTIP_EXPORTER__TARGETS__PROD__CHECKS__HEALTH__TIMEOUT",
+            "ten",
+        )],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            r#"config file {} with GLITCHTIP_EXPORTER__* environment overrides: invalid value: string "ten", expected a duration for key `targets.prod.checks.health.timeout`"#,
+            file.path().display()
+        )
+    );
+}
+
+#[test]
+fn variables_without_the_double_underscore_prefix_are_not_overrides() {
+    // GLITCHTIP_EXPORTER_LOG and friends belong to the command line, not to the config.
+    let path = fixture("server_mode_bad.toml");
+    let err = load_with_env(
+        &path,
+        &[
+            ("GLITCHTIP_EXPORTER_LOG", "debug"),
+            ("GLITCHTIP_EXPORTER_CONFIG", "/elsewhere.toml"),
+            ("SERVER__MODE", "scrape"),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            r#"config file {}: server.mode: "interval" or "scrape", got "push""#,
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn env_alone_can_define_a_target() {
+    let config = ConfigSource {
+        env: Some(env(&[(
+            "GLITCHTIP_EXPORTER__TARGETS__PROD__URL",
+            "https://glitchtip.example.com",
+        )])),
+        ..Default::default()
+    }
+    .load()
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(check_names(&config, "prod"), DEFAULT_CHECK_NAMES);
+}
+
+// ---- --target --------------------------------------------------------------------------
+
+fn load_cli(file: Option<&Path>, targets: &[&str]) -> Result<Config, ConfigError> {
+    ConfigSource {
+        file: file.map(Path::to_owned),
+        cli_targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+        env: Some(HashMap::new()),
+        ..Default::default()
+    }
+    .load()
+}
+
+#[test]
+fn cli_target_url_is_named_after_its_host() {
+    let config =
+        load_cli(None, &["https://glitchtip.example.com"]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.targets.len(), 1);
+    let target = &config.targets[0];
+    assert_eq!(target.name, "glitchtip_example_com");
+    assert_eq!(target.url.as_str(), "https://glitchtip.example.com/");
+    assert_eq!(
+        check_names(&config, "glitchtip_example_com"),
+        DEFAULT_CHECK_NAMES
+    );
+}
+
+#[test]
+fn cli_target_name_equals_url() {
+    let config = load_cli(None, &["prod=https://x.example"]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.targets.len(), 1);
+    assert_eq!(config.targets[0].name, "prod");
+    assert_eq!(config.targets[0].url.as_str(), "https://x.example/");
+}
+
+#[test]
+fn cli_target_is_added_to_the_file_targets() {
+    let file = write_toml(PROD);
+    let config = load_cli(Some(file.path()), &["staging=https://staging.example.com"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["prod", "staging"]);
+}
+
+#[test]
+fn cli_target_duplicate_of_a_file_target() {
+    let file = write_toml(PROD);
+    let err = load_cli(Some(file.path()), &["prod=https://x.example"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            r#"config file {}: --target: target name "prod" is already configured; use NAME=URL to pick another"#,
+            file.path().display()
+        )
+    );
+}
+
+#[test]
+fn cli_target_given_twice() {
+    let err = load_cli(
+        None,
+        &[
+            "https://glitchtip.example.com",
+            "https://glitchtip.example.com/",
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"command line: --target: target name "glitchtip_example_com" is already configured; use NAME=URL to pick another"#
+    );
+}
+
+#[test]
+fn cli_target_invalid_name() {
+    let err = load_cli(None, &["Prod=https://x.example"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"command line: --target: a name of at most 63 lowercase letters, digits, '_' and '-', starting with a letter or digit, without "__", got "Prod""#
+    );
+}
+
+#[test]
+fn cli_target_invalid_url() {
+    let err = load_cli(None, &["prod=ftp://x.example"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"command line: targets.prod.url: an absolute http:// or https:// URL, got "ftp://x.example""#
+    );
+}
