@@ -10,6 +10,10 @@ while read -r cmd pkg; do
   [ -n "$cmd" ] || continue
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done <<'LIST'
+prometheus prometheus
+promtool prometheus
+prometheus-alertmanager prometheus-alertmanager
+amtool prometheus-alertmanager
 LIST
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"

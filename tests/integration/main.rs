@@ -5,6 +5,7 @@ mod helpers;
 mod stub;
 
 mod bad_inputs;
+mod alerting;
 mod binary;
 mod config_errors;
 mod reload;

@@ -1,0 +1,205 @@
+//! The shipped alert rules and Alertmanager routes, proven with the real tools: `promtool`
+//! (rule syntax and unit tests), `amtool` (config check and routing), and a running
+//! Alertmanager (inhibition). The tools come from Debian's `prometheus` and
+//! `prometheus-alertmanager` packages, which `scripts/test-all.sh` installs.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+const ALERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/alerts");
+
+fn alerts(file: &str) -> PathBuf {
+    Path::new(ALERTS).join(file)
+}
+
+/// Runs a tool and answers its combined output; panics with it when the tool fails.
+fn run(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .current_dir(ALERTS)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool} (scripts/test-all.sh installs it): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{tool} {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn rules_are_valid() {
+    let out = run("promtool", &["check", "rules", "glitchtip.rules.yml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn rule_unit_tests_pass() {
+    // Single failure silent, second fires; flapping; heartbeat; every certificate tier;
+    // invalid certificate without a duplicate HTTP alert; scheduler stalled; exporter down;
+    // recovery resolves. See alerts/tests/glitchtip.rules.test.yml.
+    let out = run("promtool", &["test", "rules", "tests/glitchtip.rules.test.yml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn example_prometheus_config_is_valid() {
+    let out = run("promtool", &["check", "config", "prometheus.example.yml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn example_alertmanager_config_is_valid() {
+    let out = run("amtool", &["check-config", "alertmanager.example.yml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// `labels → receiver`, as `amtool config routes test` resolves them.
+macro_rules! route_cases {
+    ($($name:ident: [$($label:literal),*] => $receiver:literal;)*) => {$(
+        #[test]
+        fn $name() {
+            let mut args = vec!["config", "routes", "test", "--config.file=alertmanager.example.yml"];
+            args.extend([$($label),*]);
+            let out = run("amtool", &args);
+            let receiver = out.lines().filter(|l| !l.starts_with("Warning")).collect::<Vec<_>>().join("\n");
+            assert_eq!(receiver.trim(), $receiver);
+        }
+    )*};
+}
+
+route_cases! {
+    route_check_down_pages: ["severity=critical", "alertname=GlitchTipCheckDown", "target=prod"] => "glitchtip-pager";
+    route_instance_unreachable_pages: ["severity=critical", "alertname=GlitchTipInstanceUnreachable", "target=prod"] => "glitchtip-pager";
+    route_heartbeat_missed_pages: ["severity=critical", "alertname=GlitchTipHeartbeatMissed", "heartbeat=worker"] => "glitchtip-pager";
+    route_exporter_down_pages: ["severity=critical", "alertname=GlitchTipExporterDown"] => "glitchtip-pager";
+    route_flapping_to_chat: ["severity=warning", "alertname=GlitchTipCheckFlapping", "target=prod"] => "glitchtip-chat";
+    route_scheduler_stalled_to_chat: ["severity=warning", "alertname=GlitchTipSchedulerStalled"] => "glitchtip-chat";
+    route_certificate_30d_to_chat: ["severity=info", "tier=30d", "alertname=GlitchTipCertificateExpiresIn30Days"] => "glitchtip-chat";
+    route_certificate_7d_to_chat: ["severity=warning", "tier=7d", "alertname=GlitchTipCertificateExpiresIn7Days"] => "glitchtip-chat";
+    route_certificate_1d_pages: ["severity=critical", "tier=1d", "alertname=GlitchTipCertificateExpiresIn1Day"] => "glitchtip-pager";
+    route_certificate_invalid_pages: ["severity=critical", "alertname=GlitchTipCertificateInvalid"] => "glitchtip-pager";
+    route_info_to_tickets: ["severity=info", "alertname=SomethingElse"] => "glitchtip-tickets";
+}
+
+/// A free port on 127.0.0.1, chosen at run time.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed when dropped.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts Alertmanager with `config` on a loopback port, off the cluster network.
+pub async fn start_alertmanager(config: &Path, dir: &Path) -> (Daemon, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let child = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager (scripts/test-all.sh installs it)");
+    let daemon = Daemon(child);
+    wait_ready(addr, "/-/ready").await;
+    (daemon, addr)
+}
+
+/// Polls `path` until it answers 200 (bounded: 20 s).
+pub async fn wait_ready(addr: SocketAddr, path: &str) {
+    for _ in 0..200 {
+        if let Ok(Ok(status)) =
+            tokio::time::timeout(Duration::from_secs(1), http(addr, "GET", path, None)).await
+            && status.0 == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{addr}{path} never became ready");
+}
+
+/// One HTTP request with an optional JSON body; answers (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<String>,
+) -> Result<(u16, String), Box<dyn std::error::Error + Send + Sync>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if json.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(json.unwrap_or_default())))?)
+        .await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    driver.abort();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[tokio::test]
+async fn instance_unreachable_inhibits_the_per_check_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_am, addr) = start_alertmanager(&alerts("alertmanager.example.yml"), dir.path()).await;
+    let alerts = serde_json::json!([
+        {"labels": {"alertname": "GlitchTipInstanceUnreachable", "severity": "critical", "target": "prod"}},
+        {"labels": {"alertname": "GlitchTipCheckDown", "severity": "critical", "target": "prod", "check": "health"}},
+        {"labels": {"alertname": "GlitchTipCheckDown", "severity": "critical", "target": "staging", "check": "health"}},
+    ]);
+    let (status, body) = http(addr, "POST", "/api/v2/alerts", Some(alerts.to_string())).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Inhibition is computed when alerts are listed; wait until all three are there.
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..50 {
+        let (_, body) = http(addr, "GET", "/api/v2/alerts", None).await.unwrap();
+        listed = serde_json::from_str(&body).unwrap();
+        if listed.as_array().map_or(0, Vec::len) == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = |name: &str, target: &str| -> (String, usize) {
+        let alert = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["labels"]["alertname"] == name && a["labels"]["target"] == target)
+            .unwrap_or_else(|| panic!("{name}/{target} listed: {listed}"));
+        (
+            alert["status"]["state"].as_str().unwrap().to_owned(),
+            alert["status"]["inhibitedBy"].as_array().unwrap().len(),
+        )
+    };
+    assert_eq!(state("GlitchTipCheckDown", "prod"), ("suppressed".to_owned(), 1));
+    assert_eq!(state("GlitchTipInstanceUnreachable", "prod"), ("active".to_owned(), 0));
+    assert_eq!(state("GlitchTipCheckDown", "staging"), ("active".to_owned(), 0), "another target is not inhibited");
+    // amtool sees the same.
+    let url = format!("--alertmanager.url=http://{addr}");
+    let out = run("amtool", &["alert", "query", "--inhibited", "-o", "simple", &url, "alertname=GlitchTipCheckDown"]);
+    assert!(out.contains("GlitchTipCheckDown"), "{out}");
+}
