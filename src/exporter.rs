@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checks::{CheckSpec, Dispatcher, Outcome, Prober};
 use crate::clock::{Clock, SystemClock, unix_seconds};
 use crate::config::{Config, ConfigError, ConfigSource, Mode};
+use crate::heartbeat::Heartbeats;
 use crate::metrics::Metrics;
 use crate::net::resolver::{Resolver, SystemResolver};
 use crate::scheduler::{self, ResultSink};
@@ -31,9 +32,9 @@ type SharedProbe = Shared<BoxFuture<'static, ()>>;
 pub struct Deps {
     /// Name resolution for probes.
     pub resolver: Arc<dyn Resolver>,
-    /// Wall-clock time for timestamps.
+    /// Wall-clock time for timestamps and certificate validity.
     pub clock: Arc<dyn Clock>,
-    /// The prober; `None` builds the real dispatcher with `resolver`.
+    /// The prober; `None` builds the real dispatcher with `resolver` and `clock`.
     pub prober: Option<Arc<dyn Prober>>,
 }
 
@@ -109,6 +110,8 @@ pub struct Exporter {
     probe_states: Mutex<HashMap<CheckKey, CheckState>>,
     versions: Mutex<HashMap<String, String>>,
     metrics: Metrics,
+    /// Worker heartbeats: their own state, state file and series.
+    heartbeats: Arc<Heartbeats>,
     prober: Arc<dyn Prober>,
     clock: Arc<dyn Clock>,
     tasks: Mutex<HashMap<CheckKey, (CancellationToken, JoinHandle<()>)>>,
@@ -125,9 +128,9 @@ impl Exporter {
 
     /// Builds the exporter around an already loaded config.
     pub fn with_config(source: ConfigSource, config: Config, deps: Deps) -> Arc<Self> {
-        let prober = deps
-            .prober
-            .unwrap_or_else(|| Arc::new(Dispatcher::new(deps.resolver.clone())));
+        let prober = deps.prober.unwrap_or_else(|| {
+            Arc::new(Dispatcher::new(deps.resolver.clone(), deps.clock.clone()))
+        });
         let metrics = Metrics::for_exporter();
         metrics.config_loaded(true, unix_seconds(deps.clock.now()));
         let slots = config
@@ -148,8 +151,10 @@ impl Exporter {
                 )
             })
             .collect();
+        let heartbeats = Heartbeats::new(&config, deps.clock.clone());
         Arc::new(Self {
             source,
+            heartbeats,
             config: RwLock::new(Arc::new(config)),
             slots: RwLock::new(slots),
             probe_states: Mutex::new(probe_states),
@@ -363,7 +368,14 @@ impl Exporter {
 
     /// The `/metrics` text.
     pub fn render(&self) -> Vec<u8> {
-        self.metrics.render()
+        let mut text = self.metrics.render();
+        text.extend_from_slice(&self.heartbeats.render(self.clock.now()));
+        text
+    }
+
+    /// The worker heartbeats.
+    pub fn heartbeats(&self) -> Arc<Heartbeats> {
+        self.heartbeats.clone()
     }
 
     /// Every check with its state, sorted by target and check.
@@ -477,6 +489,7 @@ impl Exporter {
             checks = wanted.len(),
             "config applied"
         );
+        self.heartbeats.apply(&new);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         if mode == Mode::Interval && self.started.load(Ordering::Acquire) {
             for slot in &added {

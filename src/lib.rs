@@ -7,8 +7,9 @@
 //! - [`config`]: `exporter.toml`, environment overrides and `--target`, parsed raw and then
 //!   validated once into typed values; every default lives in [`config::defaults`].
 //! - [`checks`]: what a check is, what a probe found, and the dispatcher that owns deadlines;
-//!   one prober per file ([`checks::http`]).
-//! - [`net`]: resolver (injectable), TCP connect and proxy tunnel, rustls configurations.
+//!   one prober per file ([`checks::http`], [`checks::tls`]).
+//! - [`net`]: resolver (injectable), TCP connect and proxy tunnel, rustls configurations,
+//!   and certificate chains judged apart from the handshake ([`net::x509`]).
 //! - [`state`]: per-check results and consecutive failures, the single source of truth that
 //!   metrics and the landing page are projections of.
 //! - [`metrics`]: the metric contract, one struct that registers every series once.
@@ -18,12 +19,15 @@
 //!   single-flight, `/probe`, reload.
 //! - [`server`]: the HTTP endpoints and [`server::run`], which takes a bound listener and
 //!   a shutdown future.
+//! - [`heartbeat`]: worker heartbeats: the `/heartbeat/{name}` endpoints, their state file
+//!   (kept across restarts) and the age of the last ping.
 //! - [`clock`]: injected wall-clock time.
 
 pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod exporter;
+pub mod heartbeat;
 pub mod metrics;
 pub mod net;
 pub mod scheduler;

@@ -7,13 +7,15 @@
 //! Rendering is cached: the text is encoded again only after a result changed, so that
 //! frequent scrapes of many checks cost one encoding per change, not one per scrape.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus::core::Collector;
 use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-use crate::checks::{CheckSpec, Phase, Reason};
+use crate::checks::tls::{CHECK_NAME as TLS_CHECK, VERSIONS as TLS_VERSIONS};
+use crate::checks::{CheckKind, CheckSpec, Phase, Reason, TlsFindings, TlsReason};
 use crate::clock::unix_seconds;
 use crate::state::CheckState;
 
@@ -33,6 +35,7 @@ pub struct Metrics {
     down_total: IntCounterVec,
     tls_insecure: GaugeVec,
     version_info: GaugeVec,
+    tls: TlsSeries,
     /// Config load results; only in the exporter's registry, not in `/probe` answers.
     reload: Option<(Gauge, Gauge)>,
     /// Process metrics, encoded on every render since they change all the time.
@@ -67,6 +70,73 @@ fn register(registry: &Registry, collector: impl Collector + 'static) {
     registry
         .register(Box::new(collector))
         .expect("each metric is registered once");
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The TLS check's series, labelled by target only: a target has one TLS check.
+struct TlsSeries {
+    expiry: GaugeVec,
+    not_after: GaugeVec,
+    valid: GaugeVec,
+    failure_reason: GaugeVec,
+    version_info: GaugeVec,
+    cert_info: GaugeVec,
+    /// The labels of each target's `glitchtip_tls_cert_info` series, so that the old one
+    /// goes when the certificate changes. std Mutex: nothing async happens while held.
+    info_labels: Mutex<HashMap<String, [String; 5]>>,
+}
+
+impl TlsSeries {
+    fn new(r: &Registry) -> Self {
+        Self {
+            expiry: gauge(
+                r,
+                "glitchtip_tls_cert_expiry_seconds",
+                "Seconds until the earliest notAfter of the chain clients rely on: the verified chain when it verifies, else the presented certificates; negative once expired. Present whenever a certificate arrived, valid or not.",
+                &["target"],
+            ),
+            not_after: gauge(
+                r,
+                "glitchtip_tls_cert_not_after_timestamp_seconds",
+                "Unix time of notAfter: cert=leaf, cert=earliest_presented (earliest of the presented certificates), cert=earliest_verified (earliest of the verified chain, only when it verifies).",
+                &["target", "cert"],
+            ),
+            valid: gauge(
+                r,
+                "glitchtip_tls_cert_valid",
+                "1 when the chain verifies to a trusted root, is within its validity period and matches the host name, 0 when not; absent when no certificate arrived.",
+                &["target"],
+            ),
+            failure_reason: gauge(
+                r,
+                "glitchtip_tls_failure_reason",
+                "Constant 1; the reason label says why the TLS check failed (none when it succeeded): none, expired, not_yet_valid, hostname_mismatch, self_signed, unknown_issuer, handshake, dns, connect, timeout.",
+                &["target", "reason"],
+            ),
+            version_info: gauge(
+                r,
+                "glitchtip_tls_version_info",
+                "Constant 1, labelled with the TLS version the last handshake negotiated.",
+                &["target", "version"],
+            ),
+            cert_info: gauge(
+                r,
+                "glitchtip_tls_cert_info",
+                "Constant 1, labelled with the leaf certificate's subject, issuer, serial (hex) and SHA-256 fingerprint (hex); values capped at 64 characters.",
+                &[
+                    "target",
+                    "subject",
+                    "issuer",
+                    "serial",
+                    "fingerprint_sha256",
+                ],
+            ),
+            info_labels: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 impl Metrics {
@@ -189,6 +259,7 @@ impl Metrics {
                 "Constant 1, labelled with the GlitchTip version the target reports in /api/settings/.",
                 &["target", "version"],
             ),
+            tls: TlsSeries::new(&r),
             reload: None,
             registry: r,
             process: None,
@@ -256,7 +327,108 @@ impl Metrics {
         if spec.tls_insecure() {
             self.tls_insecure.with_label_values(&l).set(1.0);
         }
+        if let CheckKind::Tls(_) = spec.kind {
+            self.record_tls(&spec.target, outcome.tls.as_ref());
+        }
         self.changed();
+    }
+
+    /// Sets the `glitchtip_tls_*` series of `target` from the TLS check's findings. Without
+    /// a certificate the certificate series go (so that a network blip is not a bad
+    /// certificate) and the reason says why; `None` removes every TLS series.
+    pub fn record_tls(&self, target: &str, findings: Option<&TlsFindings>) {
+        let Some(findings) = findings else {
+            self.remove_tls(target);
+            return;
+        };
+        let t = &self.tls;
+        for reason in TlsReason::ALL {
+            if reason != findings.reason {
+                let _ = t
+                    .failure_reason
+                    .remove_label_values(&[target, reason.as_str()]);
+            }
+        }
+        t.failure_reason
+            .with_label_values(&[target, findings.reason.as_str()])
+            .set(1.0);
+        for version in TLS_VERSIONS {
+            if findings.version != Some(version) {
+                let _ = t.version_info.remove_label_values(&[target, version]);
+            }
+        }
+        if let Some(version) = findings.version {
+            t.version_info
+                .with_label_values(&[target, version])
+                .set(1.0);
+        }
+        let Some(cert) = &findings.certificate else {
+            self.remove_tls_certificate(target);
+            self.changed();
+            return;
+        };
+        t.valid
+            .with_label_values(&[target])
+            .set(if cert.valid { 1.0 } else { 0.0 });
+        t.expiry
+            .with_label_values(&[target])
+            .set(cert.expiry_seconds);
+        for (which, value) in [
+            ("leaf", Some(cert.leaf_not_after)),
+            (
+                "earliest_presented",
+                Some(cert.earliest_presented_not_after),
+            ),
+            ("earliest_verified", cert.earliest_verified_not_after),
+        ] {
+            match value {
+                Some(v) => t.not_after.with_label_values(&[target, which]).set(v),
+                None => {
+                    let _ = t.not_after.remove_label_values(&[target, which]);
+                }
+            }
+        }
+        let info = [
+            target.to_owned(),
+            cert.subject.clone(),
+            cert.issuer.clone(),
+            cert.serial.clone(),
+            cert.fingerprint_sha256.clone(),
+        ];
+        let previous = lock(&t.info_labels).insert(target.to_owned(), info.clone());
+        if let Some(old) = previous.filter(|old| *old != info) {
+            let _ = t.cert_info.remove_label_values(&old);
+        }
+        t.cert_info.with_label_values(&info).set(1.0);
+        self.changed();
+    }
+
+    /// Removes every `glitchtip_tls_*` series of `target`.
+    fn remove_tls(&self, target: &str) {
+        let t = &self.tls;
+        for reason in TlsReason::ALL {
+            let _ = t
+                .failure_reason
+                .remove_label_values(&[target, reason.as_str()]);
+        }
+        for version in TLS_VERSIONS {
+            let _ = t.version_info.remove_label_values(&[target, version]);
+        }
+        self.remove_tls_certificate(target);
+        self.changed();
+    }
+
+    /// Removes the certificate series of `target`.
+    fn remove_tls_certificate(&self, target: &str) {
+        let t = &self.tls;
+        let _ = t.valid.remove_label_values(&[target]);
+        let _ = t.expiry.remove_label_values(&[target]);
+        for which in ["leaf", "earliest_presented", "earliest_verified"] {
+            let _ = t.not_after.remove_label_values(&[target, which]);
+        }
+        if let Some(old) = lock(&t.info_labels).remove(target) {
+            let _ = t.cert_info.remove_label_values(&old);
+        }
     }
 
     /// Removes every series of a check that is gone (removed by a reload).
@@ -290,6 +462,9 @@ impl Metrics {
                 .remove_label_values(&[target, check, result]);
         }
         let _ = self.down_total.remove_label_values(&l);
+        if check == TLS_CHECK {
+            self.remove_tls(target);
+        }
         self.changed();
     }
 

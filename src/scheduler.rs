@@ -102,6 +102,7 @@ mod tests {
                     body_match: None,
                     version: None,
                     detail: None,
+                    tls: None,
                 }
             })
         }

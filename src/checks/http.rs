@@ -162,7 +162,12 @@ async fn exchange(
     })
 }
 
-async fn resolve(env: &ProbeEnv, host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
+/// Resolves `host` (an IP literal skips the resolver); shared with the TLS prober.
+pub(super) async fn resolve(
+    env: &ProbeEnv,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, Failure> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
@@ -249,6 +254,7 @@ fn judge(check: &HttpCheck, status: u16, body: Result<Bytes, Failure>) -> Result
                 version: None,
                 reason: Reason::Status,
                 detail: Some(format!("status {status}, expected {}", check.expect_status)),
+                tls: None,
             });
         }
     };
@@ -307,6 +313,7 @@ fn judge(check: &HttpCheck, status: u16, body: Result<Bytes, Failure>) -> Result
         version,
         reason,
         detail,
+        tls: None,
     })
 }
 

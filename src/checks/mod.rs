@@ -6,6 +6,7 @@
 
 pub mod http;
 mod spec;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,11 @@ use tokio::time::Instant;
 
 pub use spec::{
     BodyExpectations, CheckKind, CheckSpec, HttpCheck, JsonExpectation, JsonPath, Schedule,
-    StatusSet,
+    StatusSet, TlsCheck,
 };
+pub use tls::{CertificateFindings, TlsFindings, TlsReason};
 
+use crate::clock::Clock;
 use crate::net::resolver::Resolver;
 
 /// Why a probe failed, from a fixed set: these are the values of the `reason` label.
@@ -170,6 +173,8 @@ pub struct Found {
     /// A short human description of what failed, for logs only: never a body, never a
     /// secret.
     pub detail: Option<String>,
+    /// What the TLS check found; `None` for HTTP checks.
+    pub tls: Option<TlsFindings>,
 }
 
 /// A probe that could not complete an exchange.
@@ -211,6 +216,8 @@ pub struct Outcome {
     pub version: Option<String>,
     /// For logs only.
     pub detail: Option<String>,
+    /// What the TLS check found, for the `glitchtip_tls_*` series; `None` for HTTP checks.
+    pub tls: Option<TlsFindings>,
 }
 
 impl Outcome {
@@ -225,6 +232,8 @@ impl Outcome {
 pub struct ProbeEnv {
     /// Name resolution.
     pub resolver: Arc<dyn Resolver>,
+    /// Wall-clock time, for certificate validity and expiry.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Runs probes. The exporter holds one; tests substitute a scripted one to drive the
@@ -241,10 +250,11 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher resolving names with `resolver`.
-    pub fn new(resolver: Arc<dyn Resolver>) -> Self {
+    /// A dispatcher resolving names with `resolver` and judging certificates at `clock`'s
+    /// time.
+    pub fn new(resolver: Arc<dyn Resolver>, clock: Arc<dyn Clock>) -> Self {
         Self {
-            env: ProbeEnv { resolver },
+            env: ProbeEnv { resolver, clock },
         }
     }
 }
@@ -263,12 +273,18 @@ pub async fn run(spec: &CheckSpec, env: &ProbeEnv, deadline: Duration) -> Outcom
         let probe = async {
             match &spec.kind {
                 CheckKind::Http(check) => http::probe(check, env, &mut trace).await,
+                CheckKind::Tls(check) => tls::probe(check, env, &mut trace).await,
             }
         };
         tokio::time::timeout(deadline, probe).await
     };
     trace.close();
     let duration = started.elapsed();
+    // A TLS check that ended without a certificate still says why.
+    let tls_without_certificate = |reason: Reason| {
+        matches!(spec.kind, CheckKind::Tls(_))
+            .then(|| TlsFindings::without_certificate(TlsReason::without_certificate(reason)))
+    };
     match result {
         Ok(Ok(found)) => Outcome {
             reason: found.reason,
@@ -278,6 +294,7 @@ pub async fn run(spec: &CheckSpec, env: &ProbeEnv, deadline: Duration) -> Outcom
             body_match: found.body_match,
             version: found.version,
             detail: found.detail,
+            tls: found.tls,
         },
         Ok(Err(failure)) => Outcome {
             reason: failure.reason,
@@ -286,6 +303,7 @@ pub async fn run(spec: &CheckSpec, env: &ProbeEnv, deadline: Duration) -> Outcom
             trace,
             body_match: spec.has_body_expectations().then_some(false),
             version: None,
+            tls: tls_without_certificate(failure.reason),
             detail: Some(failure.detail),
         },
         Err(_elapsed) => Outcome {
@@ -299,6 +317,7 @@ pub async fn run(spec: &CheckSpec, env: &ProbeEnv, deadline: Duration) -> Outcom
                 "no answer within {}",
                 humantime::format_duration(deadline)
             )),
+            tls: tls_without_certificate(Reason::Timeout),
         },
     }
 }

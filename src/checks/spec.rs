@@ -9,6 +9,8 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use url::Url;
 
+use crate::net::x509::TrustRoots;
+
 /// One check of one target.
 #[derive(Debug, Clone)]
 pub struct CheckSpec {
@@ -31,6 +33,7 @@ impl CheckSpec {
     pub fn has_body_expectations(&self) -> bool {
         match &self.kind {
             CheckKind::Http(check) => !check.body.is_empty(),
+            CheckKind::Tls(_) => false,
         }
     }
 
@@ -38,6 +41,7 @@ impl CheckSpec {
     pub fn reads_version(&self) -> bool {
         match &self.kind {
             CheckKind::Http(check) => check.version_field.is_some(),
+            CheckKind::Tls(_) => false,
         }
     }
 
@@ -45,6 +49,8 @@ impl CheckSpec {
     pub fn tls_insecure(&self) -> bool {
         match &self.kind {
             CheckKind::Http(check) => check.insecure_skip_verify,
+            // The TLS check always verifies: reporting validity is its purpose.
+            CheckKind::Tls(_) => false,
         }
     }
 }
@@ -62,9 +68,28 @@ pub struct Schedule {
 
 /// The kinds of check; one prober each.
 #[derive(Debug, Clone)]
+// Built once per check at config load and shared in an Arc: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum CheckKind {
     /// An HTTP request with expectations on the answer.
     Http(HttpCheck),
+    /// A TLS handshake whose certificate chain is judged (the `tls` check).
+    Tls(TlsCheck),
+}
+
+/// The TLS check of a target: one handshake, the presented chain judged apart from it.
+#[derive(Debug, Clone)]
+pub struct TlsCheck {
+    /// Host to connect to: a name or an IP literal (without brackets).
+    pub host: String,
+    /// Port to connect to.
+    pub port: u16,
+    /// SNI and the name the certificate must carry.
+    pub server_name: ServerName<'static>,
+    /// Trust anchors, built once at config load.
+    pub roots: Arc<TrustRoots>,
+    /// HTTP proxy `host:port` (the target's), tunnelled through with `CONNECT`.
+    pub proxy: Option<(String, u16)>,
 }
 
 /// An HTTP check.

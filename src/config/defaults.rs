@@ -32,6 +32,13 @@ pub const ALERT_BUDGET: Duration = Duration::from_secs(60);
 pub const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
 /// Longest label value taken from a server's answer (e.g. the GlitchTip version).
 pub const MAX_LABEL_VALUE_CHARS: usize = 64;
+/// `heartbeats.<name>.grace`: the common "every 5 minutes, grace 2 minutes" set-up.
+pub const HEARTBEAT_GRACE: Duration = Duration::from_secs(120);
+/// `heartbeats.<name>.timezone` of a cron `schedule`.
+pub const HEARTBEAT_TIMEZONE: &str = "UTC";
+/// `server.state_file`, relative to the working directory (not to the config file, whose
+/// folder is often read-only). Read and written only when heartbeats are configured.
+pub const STATE_FILE: &str = "glitchtip-exporter-state.json";
 
 /// The checks every target gets unless `default_checks = false`, in the README's order.
 /// Each can be overridden field by field or disabled with `enabled = false`.

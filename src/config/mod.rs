@@ -20,11 +20,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use rustls::pki_types::ServerName;
 use url::Url;
 
+use crate::checks::tls::CHECK_NAME as TLS_CHECK;
 use crate::checks::{
     BodyExpectations, CheckKind, CheckSpec, HttpCheck, JsonExpectation, JsonPath, Schedule,
-    StatusSet,
+    StatusSet, TlsCheck,
 };
 use crate::net::tls::ClientConfigCache;
+use crate::net::x509::TrustRoots;
 use raw::{RawCheck, RawConfig, RawSecret, RawStatus, RawTarget, RawTls};
 
 /// Prefix of the environment variables that override config keys, `__` between levels:
@@ -42,6 +44,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The targets, sorted by name.
     pub targets: Vec<Target>,
+    /// The heartbeats, sorted by name.
+    pub heartbeats: Vec<crate::heartbeat::HeartbeatSpec>,
+    /// The file that keeps heartbeat state across restarts.
+    pub state_file: PathBuf,
 }
 
 impl Config {
@@ -281,7 +287,8 @@ pub fn validate(
         .shutdown_timeout
         .unwrap_or(defaults::SHUTDOWN_TIMEOUT);
 
-    if raw.targets.is_empty() {
+    // Heartbeats alone are a valid config: the exporter then only receives pings.
+    if raw.targets.is_empty() && raw.heartbeats.is_empty() {
         return Err(ctx.invalid(
             "targets",
             "at least one target: pass --target URL or add a [targets.<name>] table".to_owned(),
@@ -295,11 +302,30 @@ pub fn validate(
         check_name(name).map_err(|e| ctx.invalid(&key, e))?;
         targets.push(build_target(name, target, &raw, &mut tls_cache, ctx)?);
     }
+    let mut heartbeats = Vec::with_capacity(raw.heartbeats.len());
+    for (name, heartbeat) in &raw.heartbeats {
+        heartbeats.push(crate::heartbeat::config::build(
+            name, heartbeat, &targets, ctx,
+        )?);
+    }
+    let state_file = raw
+        .server
+        .state_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(defaults::STATE_FILE));
+    if state_file.as_os_str().is_empty() || state_file.file_name().is_none() {
+        return Err(ctx.invalid(
+            "server.state_file",
+            format!("a file path such as {:?}", defaults::STATE_FILE),
+        ));
+    }
     Ok(Config {
         listen,
         mode,
         shutdown_timeout,
         targets,
+        heartbeats,
+        state_file,
     })
 }
 
@@ -324,6 +350,10 @@ fn build_target(
         for (check_name, check) in defaults::checks() {
             merged.insert(check_name.to_owned(), check);
         }
+        // An https:// target's certificate is watched by default.
+        if url.scheme() == "https" {
+            merged.insert(TLS_CHECK.to_owned(), RawCheck::default());
+        }
     }
     for (check_name, over) in &target.checks {
         check_name_valid(check_name)
@@ -331,7 +361,11 @@ fn build_target(
         let merged_check = match merged.remove(check_name) {
             Some(base) => overlay(base, over.clone()),
             None => {
-                if over.path.is_none() && over.url.is_none() && over.enabled != Some(false) {
+                if over.path.is_none()
+                    && over.url.is_none()
+                    && over.enabled != Some(false)
+                    && check_name != TLS_CHECK
+                {
                     return Err(ctx.invalid(
                         &format!("{key}.checks.{check_name}"),
                         "a `path` or a `url` (this is not one of the default checks health, database, api, dashboard)".to_owned(),
@@ -350,6 +384,19 @@ fn build_target(
             continue;
         }
         let check_key = format!("{key}.checks.{check_name}");
+        if check_name == TLS_CHECK {
+            let input = CheckInput {
+                target_name: name,
+                base: &url,
+                target,
+                raw,
+                name: &check_name,
+                check: &check,
+                key: &check_key,
+            };
+            checks.push(Arc::new(build_tls_check(&input, ctx)?));
+            continue;
+        }
         if check
             .version_field
             .as_deref()
@@ -421,6 +468,7 @@ fn overlay(base: RawCheck, over: RawCheck) -> RawCheck {
         max_redirects: over.max_redirects.or(base.max_redirects),
         tls: over.tls.or(base.tls),
         proxy: over.proxy.or(base.proxy),
+        address: over.address.or(base.address),
     }
 }
 
@@ -446,22 +494,13 @@ fn schedule_key(input: &CheckInput<'_>, field: &str, on_check: bool, on_target: 
     }
 }
 
-fn build_check(
-    input: &CheckInput<'_>,
-    tls_cache: &mut ClientConfigCache,
-    ctx: &Context<'_>,
-) -> Result<CheckSpec, ConfigError> {
+/// A check's timing, the most specific setting winning; errors name the key the value
+/// came from.
+fn check_schedule(input: &CheckInput<'_>, ctx: &Context<'_>) -> Result<Schedule, ConfigError> {
     let CheckInput {
-        target_name,
-        base,
-        target,
-        raw,
-        name,
-        check,
-        key,
+        target, raw, check, ..
     } = *input;
     let invalid = |k: &str, e: String| ctx.invalid(k, e);
-    let field = |f: &str| format!("{key}.{f}");
     let d = &raw.defaults;
     let schedule = Schedule {
         interval: check
@@ -520,6 +559,34 @@ fn build_check(
             ),
         ));
     }
+    Ok(schedule)
+}
+
+fn build_check(
+    input: &CheckInput<'_>,
+    tls_cache: &mut ClientConfigCache,
+    ctx: &Context<'_>,
+) -> Result<CheckSpec, ConfigError> {
+    let CheckInput {
+        target_name,
+        base,
+        target,
+        raw,
+        name,
+        check,
+        key,
+    } = *input;
+    if check.address.is_some() {
+        return Err(ctx.invalid(
+            &format!("{key}.address"),
+            "no `address` on an HTTP check: only the tls check takes one (use `url` here)"
+                .to_owned(),
+        ));
+    }
+    let invalid = |k: &str, e: String| ctx.invalid(k, e);
+    let field = |f: &str| format!("{key}.{f}");
+    let d = &raw.defaults;
+    let schedule = check_schedule(input, ctx)?;
     let max_body_bytes = check
         .max_body_bytes
         .or(target.max_body_bytes)
@@ -703,23 +770,7 @@ fn build_check(
             } else {
                 format!("targets.{target_name}.proxy")
             };
-            let u = Url::parse(p)
-                .ok()
-                .filter(|u| u.scheme() == "http" && u.host_str().is_some());
-            let u = u.ok_or_else(|| {
-                invalid(
-                    &proxy_key,
-                    format!("an http:// proxy URL such as \"http://proxy:3128\", got {p:?}"),
-                )
-            })?;
-            Some((
-                u.host_str()
-                    .unwrap_or_default()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                u.port_or_known_default().unwrap_or(80),
-            ))
+            Some(parse_proxy(p).map_err(|e| invalid(&proxy_key, e))?)
         }
         None => None,
     };
@@ -769,6 +820,181 @@ fn build_check(
         }),
         fingerprint: hasher.finish(),
     })
+}
+
+/// The `tls` check: only `enabled`, `address`, the timing keys and `tls` (`ca_file`,
+/// `server_name`) apply; an HTTP-only key is an error naming it.
+fn build_tls_check(input: &CheckInput<'_>, ctx: &Context<'_>) -> Result<CheckSpec, ConfigError> {
+    let CheckInput {
+        target_name,
+        base,
+        target,
+        name,
+        check,
+        key,
+        ..
+    } = *input;
+    let field = |f: &str| format!("{key}.{f}");
+    let http_only = [
+        ("method", check.method.is_some()),
+        ("path", check.path.is_some()),
+        ("url", check.url.is_some()),
+        ("body", check.body.is_some()),
+        ("expect_status", check.expect_status.is_some()),
+        ("keyword", check.keyword.is_some()),
+        ("regex", check.regex.is_some()),
+        ("json", check.json.is_some()),
+        ("version_field", check.version_field.is_some()),
+        ("headers", check.headers.is_some()),
+        ("bearer_token", check.bearer_token.is_some()),
+        ("basic_auth", check.basic_auth.is_some()),
+        ("max_body_bytes", check.max_body_bytes.is_some()),
+        ("follow_redirects", check.follow_redirects.is_some()),
+        ("max_redirects", check.max_redirects.is_some()),
+        ("proxy", check.proxy.is_some()),
+    ];
+    if let Some((k, _)) = http_only.iter().find(|(_, set)| *set) {
+        return Err(ctx.invalid(
+            &field(k),
+            "no such key on the tls check, which takes enabled, address, interval, timeout, retry_interval and tls = { ca_file, server_name }".to_owned(),
+        ));
+    }
+    if check
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.insecure_skip_verify.is_some())
+    {
+        return Err(ctx.invalid(
+            &field("tls.insecure_skip_verify"),
+            "no such key on the tls check, which always verifies the certificate and reports the result".to_owned(),
+        ));
+    }
+    let schedule = check_schedule(input, ctx)?;
+
+    let (host, port) = match &check.address {
+        Some(address) => parse_address(address).map_err(|e| ctx.invalid(&field("address"), e))?,
+        None if base.scheme() == "https" => (
+            base.host_str()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            base.port_or_known_default().unwrap_or(443),
+        ),
+        None => {
+            return Err(ctx.invalid(
+                &field("address"),
+                format!(
+                    "a \"host:port\" to connect to, since the target URL {:?} is not https://",
+                    base.as_str()
+                ),
+            ));
+        }
+    };
+
+    // The check's own tls table replaces the target's, as for the HTTP checks.
+    let tls_raw: RawTls = check.tls.clone().or(target.tls.clone()).unwrap_or_default();
+    let tls_key = if check.tls.is_some() {
+        field("tls")
+    } else {
+        format!("targets.{target_name}.tls")
+    };
+    let server_name = match &tls_raw.server_name {
+        Some(n) => ServerName::try_from(n.clone()).map_err(|_| {
+            ctx.invalid(
+                &format!("{tls_key}.server_name"),
+                format!("a DNS name or IP address, got {n:?}"),
+            )
+        })?,
+        None => ServerName::try_from(host.clone()).map_err(|_| {
+            ctx.invalid(
+                &format!("{tls_key}.server_name"),
+                format!("a DNS name or IP address to verify the certificate against, since {host:?} is not one"),
+            )
+        })?,
+    };
+    let ca_file = tls_raw.ca_file.as_deref().map(|p| ctx.path(p));
+    let roots = TrustRoots::load(ca_file.as_deref()).map_err(|e| {
+        ctx.invalid(
+            &format!("{tls_key}.ca_file"),
+            format!("a readable PEM file of CA certificates ({e})"),
+        )
+    })?;
+    let proxy = match &target.proxy {
+        Some(p) => Some(
+            parse_proxy(p).map_err(|e| ctx.invalid(&format!("targets.{target_name}.proxy"), e))?,
+        ),
+        None => None,
+    };
+
+    let mut hasher = DefaultHasher::new();
+    check.hash(&mut hasher);
+    (
+        TLS_CHECK,
+        target_name,
+        base.as_str(),
+        &target.tls,
+        &target.proxy,
+    )
+        .hash(&mut hasher);
+    (schedule.interval, schedule.timeout, schedule.retry_interval).hash(&mut hasher);
+    // A CA file rewritten in place changes the check too.
+    roots.digest().hash(&mut hasher);
+
+    Ok(CheckSpec {
+        target: target_name.to_owned(),
+        name: name.to_owned(),
+        schedule,
+        kind: CheckKind::Tls(TlsCheck {
+            host,
+            port,
+            server_name,
+            roots: Arc::new(roots),
+            proxy,
+        }),
+        fingerprint: hasher.finish(),
+    })
+}
+
+/// `host:port`, `[v6]:port`; the host without brackets.
+fn parse_address(text: &str) -> Result<(String, u16), String> {
+    let expected =
+        || format!("a \"host:port\" such as \"glitchtip.example.com:443\", got {text:?}");
+    let (host, port) = text.rsplit_once(':').ok_or_else(expected)?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(expected)?;
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| expected())?
+            .to_string(),
+        None if host.is_empty() || host.contains([':', '[', ']', '/', ' ']) => {
+            return Err(expected());
+        }
+        None => host.to_owned(),
+    };
+    Ok((host, port))
+}
+
+/// An `http://` proxy URL as `(host, port)`.
+fn parse_proxy(text: &str) -> Result<(String, u16), String> {
+    let u = Url::parse(text)
+        .ok()
+        .filter(|u| u.scheme() == "http" && u.host_str().is_some())
+        .ok_or_else(|| {
+            format!("an http:// proxy URL such as \"http://proxy:3128\", got {text:?}")
+        })?;
+    Ok((
+        u.host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        u.port_or_known_default().unwrap_or(80),
+    ))
 }
 
 fn status_set(raw: Option<&[RawStatus]>) -> Result<StatusSet, String> {

@@ -23,6 +23,9 @@ pub struct RawConfig {
     /// `[targets.<name>]`
     #[serde(default)]
     pub targets: BTreeMap<String, RawTarget>,
+    /// `[heartbeats.<name>]`
+    #[serde(default)]
+    pub heartbeats: BTreeMap<String, crate::heartbeat::RawHeartbeat>,
 }
 
 /// `[server]`: how the exporter itself runs.
@@ -36,6 +39,8 @@ pub struct RawServer {
     /// How long shutdown waits for running probes and open requests.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// File that keeps heartbeat state across restarts (relative: to the working directory).
+    pub state_file: Option<PathBuf>,
 }
 
 /// Timing and size settings that `[defaults]`, a target and a check can each set; the most
@@ -99,7 +104,8 @@ pub struct RawTls {
     pub server_name: Option<String>,
 }
 
-/// `[targets.<name>.checks.<name>]`: one HTTP check.
+/// `[targets.<name>.checks.<name>]`: one HTTP check, or the `tls` check (which takes only
+/// `enabled`, `address`, the timing keys and `tls`).
 #[derive(Debug, Default, Clone, Deserialize, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct RawCheck {
@@ -148,6 +154,9 @@ pub struct RawCheck {
     pub tls: Option<RawTls>,
     /// HTTP proxy for this check.
     pub proxy: Option<String>,
+    /// `host:port` the `tls` check connects to instead of the target URL's host and port
+    /// (the `tls` check only).
+    pub address: Option<String>,
 }
 
 /// One entry of `expect_status`.

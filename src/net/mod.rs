@@ -1,7 +1,10 @@
 //! Network plumbing shared by every prober that opens a connection: name resolution
 //! (injectable, so that tests never ask the system resolver), TCP connect with an optional
-//! HTTP proxy tunnel, and the rustls client configurations built once at config load.
+//! HTTP proxy tunnel, the rustls client configurations built once at config load, and the
+//! certificate-chain checks ([`x509`]) that judge a presented chain apart from the
+//! handshake.
 
 pub mod connect;
 pub mod resolver;
 pub mod tls;
+pub mod x509;

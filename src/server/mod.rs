@@ -61,6 +61,7 @@ pub async fn run(
 
 /// The routes, for tests that want to drive them without a listener.
 pub fn router(exporter: Arc<Exporter>) -> Router {
+    let heartbeats = crate::heartbeat::routes(exporter.heartbeats());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/probe", get(probe))
@@ -69,6 +70,7 @@ pub fn router(exporter: Arc<Exporter>) -> Router {
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
         .with_state(exporter)
+        .merge(heartbeats)
 }
 
 /// The deadline Prometheus allows: `X-Prometheus-Scrape-Timeout-Seconds` minus a margin.

@@ -228,7 +228,7 @@ async fn check_config_accepts_the_example_config() {
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(
         stdout,
-        "config OK: 1 targets, 5 checks, mode interval, listen 0.0.0.0:10099\n"
+        "config OK: 1 targets, 6 checks, mode interval, listen 0.0.0.0:10099\n"
     );
     assert_eq!(stderr, "");
 }
@@ -262,7 +262,7 @@ async fn check_config_rejects_an_invalid_value_exactly() {
     assert_eq!(
         stderr,
         format!(
-            "error: config file {path}: server.mode: expected \"interval\" or \"scrape\", got \"push\"\n"
+            "error: config file {path}: server.mode: \"interval\" or \"scrape\", got \"push\"\n"
         )
     );
 }

@@ -21,6 +21,8 @@ const BAD_CONFIGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/b
 
 /// The names of the default checks, in the order a target lists them (sorted).
 const DEFAULT_CHECK_NAMES: [&str; 4] = ["api", "dashboard", "database", "health"];
+/// The checks an https:// target gets: the default checks and the tls check (sorted).
+const HTTPS_CHECK_NAMES: [&str; 5] = ["api", "dashboard", "database", "health", "tls"];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(BAD_CONFIGS).join(name)
@@ -62,8 +64,8 @@ macro_rules! cases {
 }
 
 cases! {
-    unknown_top_level_key, "unknown_top_level_key.toml", "config file {file}: unknown field `sever`, expected one of `server`, `defaults`, `targets`";
-    unknown_check_key, "unknown_check_key.toml", "config file {file}: unknown field `expected_status`, expected one of `enabled`, `method`, `path`, `url`, `body`, `expect_status`, `keyword`, `regex`, `json`, `version_field`, `headers`, `bearer_token`, `basic_auth`, `interval`, `timeout`, `retry_interval`, `max_body_bytes`, `follow_redirects`, `max_redirects`, `tls`, `proxy` for key `targets.prod.checks.health`";
+    unknown_top_level_key, "unknown_top_level_key.toml", "config file {file}: unknown field `sever`, expected one of `server`, `defaults`, `targets`, `heartbeats`";
+    unknown_check_key, "unknown_check_key.toml", "config file {file}: unknown field `expected_status`, expected one of `enabled`, `method`, `path`, `url`, `body`, `expect_status`, `keyword`, `regex`, `json`, `version_field`, `headers`, `bearer_token`, `basic_auth`, `interval`, `timeout`, `retry_interval`, `max_body_bytes`, `follow_redirects`, `max_redirects`, `tls`, `proxy`, `address` for key `targets.prod.checks.health`";
     targets_wrong_type, "targets_wrong_type.toml", "config file {file}: invalid type: integer `5`, expected a map for key `targets`";
     duration_without_unit, "duration_without_unit.toml", r#"config file {file}: invalid value: string "10", expected a duration for key `defaults.interval`"#;
     duration_in_words, "duration_in_words.toml", r#"config file {file}: invalid value: string "ten seconds", expected a duration for key `targets.prod.timeout`"#;
@@ -146,6 +148,7 @@ fn load_toml(toml: &str) -> Config {
 fn http(spec: &CheckSpec) -> &HttpCheck {
     match &spec.kind {
         CheckKind::Http(check) => check,
+        other => panic!("{} is not an HTTP check: {other:?}", spec.name),
     }
 }
 
@@ -250,7 +253,7 @@ fn exporter_toml_shows_the_defaults() {
 #[test]
 fn default_checks_are_added() {
     let config = load_toml("[targets.prod]\nurl = \"https://glitchtip.example.com\"\n");
-    assert_eq!(check_names(&config, "prod"), DEFAULT_CHECK_NAMES);
+    assert_eq!(check_names(&config, "prod"), HTTPS_CHECK_NAMES);
     for (name, raw) in defaults::checks() {
         let spec = check(&config, "prod", name);
         let c = http(spec);
@@ -369,7 +372,7 @@ fn default_check_overridden_field_by_field() {
     assert_eq!(dashboard.url.as_str(), "https://www.example.com/");
     assert_eq!(dashboard.body.keyword.as_deref(), Some("GlitchTip"));
     // The checks not mentioned are untouched.
-    assert_eq!(check_names(&config, "prod"), DEFAULT_CHECK_NAMES);
+    assert_eq!(check_names(&config, "prod"), HTTPS_CHECK_NAMES);
 }
 
 #[test]
@@ -435,7 +438,10 @@ fn env_override_disables_a_default_check() {
         )],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(check_names(&config, "prod"), ["api", "database", "health"]);
+    assert_eq!(
+        check_names(&config, "prod"),
+        ["api", "database", "health", "tls"]
+    );
 }
 
 #[test]
@@ -541,7 +547,7 @@ fn env_alone_can_define_a_target() {
     }
     .load()
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(check_names(&config, "prod"), DEFAULT_CHECK_NAMES);
+    assert_eq!(check_names(&config, "prod"), HTTPS_CHECK_NAMES);
 }
 
 // ---- --target --------------------------------------------------------------------------
@@ -566,7 +572,7 @@ fn cli_target_url_is_named_after_its_host() {
     assert_eq!(target.url.as_str(), "https://glitchtip.example.com/");
     assert_eq!(
         check_names(&config, "glitchtip_example_com"),
-        DEFAULT_CHECK_NAMES
+        HTTPS_CHECK_NAMES
     );
 }
 

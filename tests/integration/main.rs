@@ -4,10 +4,12 @@
 mod helpers;
 mod stub;
 
-mod bad_inputs;
 mod alerting;
+mod bad_inputs;
 mod binary;
 mod config_errors;
+mod heartbeat;
 mod reload;
 mod scenarios;
 mod scrape_mode;
+mod tls;

@@ -1,0 +1,429 @@
+//! The TLS prober: its own handshake, which reads the full presented chain whatever it is
+//! worth, then judges that chain with [`crate::net::x509`] at the injected clock's time.
+//!
+//! The handshake accepts any certificate (the handshake signatures are still checked
+//! against the presented key), so that an expired, self-signed, misnamed or unknown-CA
+//! chain is read instead of refused: the expiry metrics matter most exactly when the
+//! certificate is bad. Only when no certificate arrives (DNS, connect, timeout, a handshake
+//! that fails before the certificate) are there no certificate findings.
+
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, ProtocolVersion, SignatureScheme};
+
+use super::http::resolve;
+use super::{Failure, Found, Phase, ProbeEnv, Reason, TlsCheck, Trace};
+use crate::clock::unix_seconds;
+use crate::config::defaults::MAX_LABEL_VALUE_CHARS;
+use crate::net::connect::{proxy_tunnel, tcp_connect};
+use crate::net::tls::provider;
+use crate::net::x509::{self, Problem};
+
+/// The name of the TLS check of a target (the `check` label), reserved for it.
+pub const CHECK_NAME: &str = "tls";
+
+/// Why the TLS check failed, from a fixed set: the values of the `reason` label of
+/// `glitchtip_tls_failure_reason`. When several certificate problems apply, the first in
+/// [`TlsReason::ALL`] order wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsReason {
+    /// The chain verifies to a trusted root, is within its validity and names the server.
+    None,
+    /// A certificate is past its `notAfter`.
+    Expired,
+    /// A certificate is before its `notBefore`.
+    NotYetValid,
+    /// The leaf does not name the server.
+    HostnameMismatch,
+    /// The leaf is self-signed and not trusted.
+    SelfSigned,
+    /// The chain does not lead to a trusted root.
+    UnknownIssuer,
+    /// The TLS handshake failed (not TLS, unparseable certificate, protocol error).
+    Handshake,
+    /// The host name did not resolve.
+    Dns,
+    /// The TCP connection (or the proxy tunnel) failed.
+    Connect,
+    /// The deadline passed before the handshake finished.
+    Timeout,
+}
+
+impl TlsReason {
+    /// Every reason, in precedence order.
+    pub const ALL: [TlsReason; 10] = [
+        TlsReason::None,
+        TlsReason::Expired,
+        TlsReason::NotYetValid,
+        TlsReason::HostnameMismatch,
+        TlsReason::SelfSigned,
+        TlsReason::UnknownIssuer,
+        TlsReason::Handshake,
+        TlsReason::Dns,
+        TlsReason::Connect,
+        TlsReason::Timeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsReason::None => "none",
+            TlsReason::Expired => "expired",
+            TlsReason::NotYetValid => "not_yet_valid",
+            TlsReason::HostnameMismatch => "hostname_mismatch",
+            TlsReason::SelfSigned => "self_signed",
+            TlsReason::UnknownIssuer => "unknown_issuer",
+            TlsReason::Handshake => "handshake",
+            TlsReason::Dns => "dns",
+            TlsReason::Connect => "connect",
+            TlsReason::Timeout => "timeout",
+        }
+    }
+
+    /// The TLS reason of a probe that ended without a certificate.
+    pub fn without_certificate(core: Reason) -> Self {
+        match core {
+            Reason::Dns => TlsReason::Dns,
+            Reason::Connect => TlsReason::Connect,
+            Reason::Timeout => TlsReason::Timeout,
+            _ => TlsReason::Handshake,
+        }
+    }
+}
+
+impl From<Problem> for TlsReason {
+    fn from(problem: Problem) -> Self {
+        match problem {
+            Problem::Expired => TlsReason::Expired,
+            Problem::NotYetValid => TlsReason::NotYetValid,
+            Problem::HostnameMismatch => TlsReason::HostnameMismatch,
+            Problem::SelfSigned => TlsReason::SelfSigned,
+            Problem::UnknownIssuer => TlsReason::UnknownIssuer,
+        }
+    }
+}
+
+/// The TLS protocol versions [`TlsFindings::version`] can name.
+pub const VERSIONS: [&str; 2] = ["TLS 1.2", "TLS 1.3"];
+
+/// What a TLS probe found, for the `glitchtip_tls_*` series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFindings {
+    /// The current reason.
+    pub reason: TlsReason,
+    /// The negotiated protocol version (one of [`VERSIONS`]); `None` when the handshake did
+    /// not complete.
+    pub version: Option<&'static str>,
+    /// `None` when no certificate arrived: then every certificate series is absent.
+    pub certificate: Option<CertificateFindings>,
+}
+
+impl TlsFindings {
+    /// Findings of a probe that ended before a certificate arrived.
+    pub fn without_certificate(reason: TlsReason) -> Self {
+        Self {
+            reason,
+            version: None,
+            certificate: None,
+        }
+    }
+}
+
+/// What the presented chain is worth. Times are Unix seconds; label values are capped at
+/// [`MAX_LABEL_VALUE_CHARS`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateFindings {
+    /// The chain verifies to a trusted root, is valid now and names the server, and the
+    /// handshake completed.
+    pub valid: bool,
+    /// Seconds from the probe's clock time to the `notAfter` clients rely on (the verified
+    /// path's earliest when it verifies, else the earliest presented); negative once
+    /// expired.
+    pub expiry_seconds: f64,
+    /// The leaf's `notAfter`.
+    pub leaf_not_after: f64,
+    /// The earliest `notAfter` among the presented certificates.
+    pub earliest_presented_not_after: f64,
+    /// The earliest `notAfter` of the verified path; `None` unless the chain verifies.
+    pub earliest_verified_not_after: Option<f64>,
+    /// Leaf subject.
+    pub subject: String,
+    /// Leaf issuer.
+    pub issuer: String,
+    /// Leaf serial number, hexadecimal.
+    pub serial: String,
+    /// SHA-256 of the leaf's DER, hexadecimal.
+    pub fingerprint_sha256: String,
+}
+
+/// Probes `check` once. The dispatcher owns the deadline.
+///
+/// A probe that read a certificate answers `Ok` — with reason `Tls` when the certificate
+/// or the rest of the handshake failed — and the findings; one that did not answers the
+/// failure, which the dispatcher turns into findings without a certificate.
+pub async fn probe(check: &TlsCheck, env: &ProbeEnv, trace: &mut Trace) -> Result<Found, Failure> {
+    let (dial_host, dial_port) = match &check.proxy {
+        Some((host, port)) => (host.as_str(), *port),
+        None => (check.host.as_str(), check.port),
+    };
+    trace.enter(Phase::Resolve);
+    let addrs = resolve(env, dial_host, dial_port).await?;
+
+    trace.enter(Phase::Connect);
+    let mut stream = tcp_connect(&addrs)
+        .await
+        .map_err(|e| Failure::new(Reason::Connect, e.to_string()))?;
+    if check.proxy.is_some() {
+        let authority = if check.host.contains(':') {
+            format!("[{}]:{}", check.host, check.port)
+        } else {
+            format!("{}:{}", check.host, check.port)
+        };
+        proxy_tunnel(&mut stream, &authority)
+            .await
+            .map_err(|e| Failure::new(Reason::Connect, e.to_string()))?;
+    }
+
+    trace.enter(Phase::Tls);
+    let recorder = Arc::new(RecordChain::new(provider()));
+    let handshake = tokio_rustls::TlsConnector::from(recorder.client_config())
+        .connect(check.server_name.clone(), stream)
+        .await;
+    trace.close();
+    let (version, handshake_error) = match &handshake {
+        Ok(tls) => (tls.get_ref().1.protocol_version().map(version_label), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    drop(handshake);
+    let Some(chain) = recorder.take() else {
+        let detail = handshake_error.unwrap_or_else(|| "no certificate arrived".to_owned());
+        return Err(Failure::new(Reason::Tls, detail));
+    };
+
+    let now = env.clock.now();
+    let report = x509::inspect(&chain, &check.server_name, &check.roots, now)
+        .map_err(|e| Failure::new(Reason::Tls, e.to_string()))?;
+    let reason = match (report.problem, &handshake_error) {
+        (Some(problem), _) => TlsReason::from(problem),
+        (None, Some(_)) => TlsReason::Handshake,
+        (None, None) => TlsReason::None,
+    };
+    let detail = match (reason, handshake_error) {
+        (TlsReason::None, _) => None,
+        (TlsReason::Handshake, Some(error)) => Some(error),
+        (other, _) => Some(format!("certificate problem: {}", other.as_str())),
+    };
+    let now = unix_seconds(now);
+    let certificate = CertificateFindings {
+        valid: reason == TlsReason::None,
+        expiry_seconds: report.relied_not_after() as f64 - now,
+        leaf_not_after: report.leaf_not_after as f64,
+        earliest_presented_not_after: report.earliest_presented as f64,
+        earliest_verified_not_after: report.earliest_verified.map(|t| t as f64),
+        subject: cap(&report.leaf.subject),
+        issuer: cap(&report.leaf.issuer),
+        serial: cap(&report.leaf.serial),
+        fingerprint_sha256: cap(&report.leaf.fingerprint_sha256),
+    };
+    Ok(Found {
+        reason: if reason == TlsReason::None {
+            Reason::None
+        } else {
+            Reason::Tls
+        },
+        detail,
+        tls: Some(TlsFindings {
+            reason,
+            version,
+            certificate: Some(certificate),
+        }),
+        ..Found::default()
+    })
+}
+
+fn version_label(version: ProtocolVersion) -> &'static str {
+    // The client offers only TLS 1.2 and 1.3, so nothing else can be negotiated.
+    match version {
+        ProtocolVersion::TLSv1_2 => VERSIONS[0],
+        _ => VERSIONS[1],
+    }
+}
+
+/// A server-supplied label value, capped in length.
+fn cap(value: &str) -> String {
+    value.chars().take(MAX_LABEL_VALUE_CHARS).collect()
+}
+
+/// The handshake's certificate verifier: records the presented chain and accepts it, so
+/// that the chain is read even when clients would reject it. One per probe, since it holds
+/// that probe's chain; the expensive part (the trust roots) lives in the check.
+#[derive(Debug)]
+struct RecordChain {
+    provider: Arc<CryptoProvider>,
+    // std Mutex: written once during the handshake, read after it.
+    chain: Mutex<Option<Vec<CertificateDer<'static>>>>,
+}
+
+impl RecordChain {
+    fn new(provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            provider,
+            chain: Mutex::new(None),
+        }
+    }
+
+    fn client_config(self: &Arc<Self>) -> Arc<ClientConfig> {
+        let config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(self.clone())
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    fn take(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.chain.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl ServerCertVerifier for RecordChain {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
+        *self.chain.lock().unwrap_or_else(|e| e.into_inner()) = Some(chain);
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn reasons_are_the_contract_in_precedence_order() {
+        let labels: Vec<&str> = TlsReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "none",
+                "expired",
+                "not_yet_valid",
+                "hostname_mismatch",
+                "self_signed",
+                "unknown_issuer",
+                "handshake",
+                "dns",
+                "connect",
+                "timeout"
+            ]
+        );
+    }
+
+    fn findings(fingerprint: &str) -> TlsFindings {
+        TlsFindings {
+            reason: TlsReason::None,
+            version: Some("TLS 1.3"),
+            certificate: Some(CertificateFindings {
+                valid: true,
+                expiry_seconds: 86_400.0,
+                leaf_not_after: 1_800_086_400.0,
+                earliest_presented_not_after: 1_800_086_400.0,
+                earliest_verified_not_after: Some(1_800_086_400.0),
+                subject: "CN=glitchtip.test".to_owned(),
+                issuer: "CN=Test CA".to_owned(),
+                serial: "1234".to_owned(),
+                fingerprint_sha256: fingerprint.to_owned(),
+            }),
+        }
+    }
+
+    fn rendered(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render()).unwrap()
+    }
+
+    #[test]
+    fn changed_certificate_replaces_its_info_series() {
+        let metrics = Metrics::new();
+        metrics.record_tls("gt", Some(&findings("aaaa")));
+        assert!(rendered(&metrics).contains("fingerprint_sha256=\"aaaa\""));
+        metrics.record_tls("gt", Some(&findings("bbbb")));
+        let text = rendered(&metrics);
+        assert!(text.contains("fingerprint_sha256=\"bbbb\""), "{text}");
+        assert!(!text.contains("fingerprint_sha256=\"aaaa\""), "{text}");
+    }
+
+    #[test]
+    fn no_certificate_removes_the_certificate_series_and_keeps_the_reason() {
+        let metrics = Metrics::new();
+        metrics.record_tls("gt", Some(&findings("aaaa")));
+        metrics.record_tls(
+            "gt",
+            Some(&TlsFindings::without_certificate(TlsReason::Connect)),
+        );
+        let text = rendered(&metrics);
+        for gone in [
+            "glitchtip_tls_cert_valid{",
+            "glitchtip_tls_cert_expiry_seconds{",
+            "glitchtip_tls_cert_not_after_timestamp_seconds{",
+            "glitchtip_tls_cert_info{",
+            "glitchtip_tls_version_info{",
+            "reason=\"none\"",
+        ] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
+        assert!(
+            text.contains("glitchtip_tls_failure_reason{reason=\"connect\",target=\"gt\"} 1"),
+            "{text}"
+        );
+        metrics.record_tls("gt", None);
+        assert!(!rendered(&metrics).contains("glitchtip_tls_"));
+    }
+}
