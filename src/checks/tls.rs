@@ -7,19 +7,16 @@
 //! certificate is bad. Only when no certificate arrives (DNS, connect, timeout, a handshake
 //! that fails before the certificate) are there no certificate findings.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, ProtocolVersion, SignatureScheme};
+use rustls::ProtocolVersion;
 
 use super::http::resolve;
 use super::{Failure, Found, Phase, ProbeEnv, Reason, TlsCheck, Trace};
 use crate::clock::unix_seconds;
 use crate::config::defaults::MAX_LABEL_VALUE_CHARS;
 use crate::net::connect::{proxy_tunnel, tcp_connect};
-use crate::net::tls::provider;
+use crate::net::tls::{AcceptAnyCertificate, provider};
 use crate::net::x509::{self, Problem};
 
 /// The name of the TLS check of a target (the `check` label), reserved for it.
@@ -188,7 +185,9 @@ pub async fn probe(check: &TlsCheck, env: &ProbeEnv, trace: &mut Trace) -> Resul
     }
 
     trace.enter(Phase::Tls);
-    let recorder = Arc::new(RecordChain::new(provider()));
+    // One verifier per probe, since it holds that probe's chain; the expensive part (the
+    // trust roots) lives in the check.
+    let recorder = Arc::new(AcceptAnyCertificate::recording(provider()));
     let handshake = tokio_rustls::TlsConnector::from(recorder.client_config())
         .connect(check.server_name.clone(), stream)
         .await;
@@ -198,7 +197,7 @@ pub async fn probe(check: &TlsCheck, env: &ProbeEnv, trace: &mut Trace) -> Resul
         Err(e) => (None, Some(e.to_string())),
     };
     drop(handshake);
-    let Some(chain) = recorder.take() else {
+    let Some(chain) = recorder.take_chain() else {
         let detail = handshake_error.unwrap_or_else(|| "no certificate arrived".to_owned());
         return Err(Failure::new(Reason::Tls, detail));
     };
@@ -255,91 +254,6 @@ fn version_label(version: ProtocolVersion) -> &'static str {
 /// A server-supplied label value, capped in length.
 fn cap(value: &str) -> String {
     value.chars().take(MAX_LABEL_VALUE_CHARS).collect()
-}
-
-/// The handshake's certificate verifier: records the presented chain and accepts it, so
-/// that the chain is read even when clients would reject it. One per probe, since it holds
-/// that probe's chain; the expensive part (the trust roots) lives in the check.
-#[derive(Debug)]
-struct RecordChain {
-    provider: Arc<CryptoProvider>,
-    // std Mutex: written once during the handshake, read after it.
-    chain: Mutex<Option<Vec<CertificateDer<'static>>>>,
-}
-
-impl RecordChain {
-    fn new(provider: Arc<CryptoProvider>) -> Self {
-        Self {
-            provider,
-            chain: Mutex::new(None),
-        }
-    }
-
-    fn client_config(self: &Arc<Self>) -> Arc<ClientConfig> {
-        let config = ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .dangerous()
-            .with_custom_certificate_verifier(self.clone())
-            .with_no_client_auth();
-        Arc::new(config)
-    }
-
-    fn take(&self) -> Option<Vec<CertificateDer<'static>>> {
-        self.chain.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-impl ServerCertVerifier for RecordChain {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let chain = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.clone().into_owned())
-            .collect();
-        *self.chain.lock().unwrap_or_else(|e| e.into_inner()) = Some(chain);
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 #[cfg(test)]

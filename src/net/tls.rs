@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -101,7 +101,7 @@ pub fn http_client_config(
     let mut config = if insecure_skip_verify {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate::new(provider())))
             .with_no_client_auth()
     } else {
         builder
@@ -135,20 +135,72 @@ impl ClientConfigCache {
     }
 }
 
-/// The verifier behind `insecure_skip_verify`: accepts any certificate, still checks that
-/// the handshake signatures are made with the presented key.
+/// A verifier that accepts any certificate chain — still checking that the handshake
+/// signatures are made with the presented key. Behind `insecure_skip_verify`, and, in its
+/// recording form, behind the TLS check, which must read the chain even when clients would
+/// reject it and verifies it separately.
 #[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
+pub struct AcceptAnyCertificate {
+    provider: Arc<CryptoProvider>,
+    /// The presented chain, when recording. std Mutex: written once during the handshake,
+    /// read after it.
+    chain: Option<Mutex<Option<Vec<CertificateDer<'static>>>>>,
+}
+
+impl AcceptAnyCertificate {
+    /// Accepts without keeping anything.
+    pub fn new(provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            provider,
+            chain: None,
+        }
+    }
+
+    /// Accepts and keeps the presented chain for [`Self::take_chain`]; one per handshake.
+    pub fn recording(provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            provider,
+            chain: Some(Mutex::new(None)),
+        }
+    }
+
+    /// A client configuration using this verifier.
+    pub fn client_config(self: &Arc<Self>) -> Arc<ClientConfig> {
+        let config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(self.clone())
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// The chain presented in the handshake (leaf first), when recording.
+    pub fn take_chain(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.chain
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
 
 impl ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(slot) = &self.chain {
+            let chain = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| c.clone().into_owned())
+                .collect();
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(chain);
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -162,7 +214,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -176,11 +228,13 @@ impl ServerCertVerifier for AcceptAnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -45,7 +45,10 @@ fn rule_unit_tests_pass() {
     // Single failure silent, second fires; flapping; heartbeat; every certificate tier;
     // invalid certificate without a duplicate HTTP alert; scheduler stalled; exporter down;
     // recovery resolves. See alerts/tests/glitchtip.rules.test.yml.
-    let out = run("promtool", &["test", "rules", "tests/glitchtip.rules.test.yml"]);
+    let out = run(
+        "promtool",
+        &["test", "rules", "tests/glitchtip.rules.test.yml"],
+    );
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
@@ -91,7 +94,11 @@ route_cases! {
 
 /// A free port on 127.0.0.1, chosen at run time.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed when dropped.
@@ -171,7 +178,9 @@ async fn instance_unreachable_inhibits_the_per_check_alerts() {
         {"labels": {"alertname": "GlitchTipCheckDown", "severity": "critical", "target": "prod", "check": "health"}},
         {"labels": {"alertname": "GlitchTipCheckDown", "severity": "critical", "target": "staging", "check": "health"}},
     ]);
-    let (status, body) = http(addr, "POST", "/api/v2/alerts", Some(alerts.to_string())).await.unwrap();
+    let (status, body) = http(addr, "POST", "/api/v2/alerts", Some(alerts.to_string()))
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     // Inhibition is computed when alerts are listed; wait until all three are there.
     let mut listed = serde_json::Value::Null;
@@ -195,11 +204,32 @@ async fn instance_unreachable_inhibits_the_per_check_alerts() {
             alert["status"]["inhibitedBy"].as_array().unwrap().len(),
         )
     };
-    assert_eq!(state("GlitchTipCheckDown", "prod"), ("suppressed".to_owned(), 1));
-    assert_eq!(state("GlitchTipInstanceUnreachable", "prod"), ("active".to_owned(), 0));
-    assert_eq!(state("GlitchTipCheckDown", "staging"), ("active".to_owned(), 0), "another target is not inhibited");
+    assert_eq!(
+        state("GlitchTipCheckDown", "prod"),
+        ("suppressed".to_owned(), 1)
+    );
+    assert_eq!(
+        state("GlitchTipInstanceUnreachable", "prod"),
+        ("active".to_owned(), 0)
+    );
+    assert_eq!(
+        state("GlitchTipCheckDown", "staging"),
+        ("active".to_owned(), 0),
+        "another target is not inhibited"
+    );
     // amtool sees the same.
     let url = format!("--alertmanager.url=http://{addr}");
-    let out = run("amtool", &["alert", "query", "--inhibited", "-o", "simple", &url, "alertname=GlitchTipCheckDown"]);
+    let out = run(
+        "amtool",
+        &[
+            "alert",
+            "query",
+            "--inhibited",
+            "-o",
+            "simple",
+            &url,
+            "alertname=GlitchTipCheckDown",
+        ],
+    );
     assert!(out.contains("GlitchTipCheckDown"), "{out}");
 }

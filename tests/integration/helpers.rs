@@ -147,6 +147,17 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Response {
+    send(addr, method, path, headers, Vec::new()).await
+}
+
+/// One HTTP/1.1 request with a body over a fresh connection.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Response {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -160,7 +171,7 @@ pub async fn request(
         req = req.header(*k, *v);
     }
     let resp = sender
-        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
         .await
         .unwrap();
     let status = resp.status().as_u16();
