@@ -14,6 +14,8 @@ prometheus prometheus
 promtool prometheus
 prometheus-alertmanager prometheus-alertmanager
 amtool prometheus-alertmanager
+node nodejs
+npm npm
 LIST
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
@@ -26,6 +28,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (rustup) first" >&2
   exit 1
 fi
+
+# Grafana's published schema types for the dashboard validator (pinned in grafana/).
+npm ci --prefix grafana --no-audit --no-fund --silent
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

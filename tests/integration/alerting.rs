@@ -64,6 +64,25 @@ fn example_alertmanager_config_is_valid() {
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
+#[test]
+fn dashboard_validates_against_grafanas_schema() {
+    // Types generated from Grafana's schema (npm @grafana/schema, pinned in
+    // grafana/package.json; `npm ci --prefix grafana` installs them) plus the checks a
+    // schema cannot make. See grafana/README.md.
+    let out = Command::new("node")
+        .arg("../scripts/validate-dashboard.mjs")
+        .current_dir(ALERTS)
+        .output()
+        .expect("node (scripts/test-all.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "dashboard validation failed:\n{text}");
+    assert!(text.contains("0 error(s)"), "{text}");
+}
+
 /// `labels → receiver`, as `amtool config routes test` resolves them.
 macro_rules! route_cases {
     ($($name:ident: [$($label:literal),*] => $receiver:literal;)*) => {$(

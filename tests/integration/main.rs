@@ -8,6 +8,7 @@ mod alerting;
 mod bad_inputs;
 mod binary;
 mod config_errors;
+mod e2e;
 mod heartbeat;
 mod reload;
 mod scenarios;
