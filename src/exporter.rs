@@ -373,6 +373,11 @@ impl Exporter {
         text
     }
 
+    /// The injected clock's time.
+    pub fn now(&self) -> std::time::SystemTime {
+        self.clock.now()
+    }
+
     /// The worker heartbeats.
     pub fn heartbeats(&self) -> Arc<Heartbeats> {
         self.heartbeats.clone()

@@ -368,15 +368,23 @@ impl Heartbeats {
         // Held while rendering, so that a reload cannot remove a heartbeat between
         // computing its view and setting its series.
         let inner = lock(&self.inner);
-        let views: Vec<View> = inner
+        self.metrics.render(&Self::evaluate_all(&inner, now))
+    }
+
+    /// Every heartbeat as of `now`, sorted by name (for the landing page).
+    pub fn views(&self, now: SystemTime) -> Vec<View> {
+        Self::evaluate_all(&lock(&self.inner), now)
+    }
+
+    fn evaluate_all(inner: &Inner, now: SystemTime) -> Vec<View> {
+        inner
             .specs
             .values()
             .filter_map(|spec| {
                 let state = inner.states.get(&spec.name)?;
                 Some(evaluate(spec, state, now))
             })
-            .collect();
-        self.metrics.render(&views)
+            .collect()
     }
 }
 

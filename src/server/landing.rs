@@ -87,6 +87,33 @@ pub fn render(exporter: &Exporter) -> String {
         }
         html.push_str("</table>");
     }
+    let heartbeats = exporter.heartbeats().views(exporter.now());
+    if !heartbeats.is_empty() {
+        html.push_str(
+            "<h2>Heartbeats</h2><table><tr><th>heartbeat</th><th>state</th><th>age</th>\
+             <th>last success</th><th>deadline</th></tr>",
+        );
+        for hb in &heartbeats {
+            let (class, state) = if hb.up {
+                ("up", "up")
+            } else {
+                ("down", "missed")
+            };
+            let at = |t: Option<f64>| {
+                t.and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+                    .map(|d| std::time::UNIX_EPOCH + d)
+            };
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td class=\"{class}\">{state}</td><td>{:.0} s</td><td>{}</td><td>{}</td></tr>",
+                esc(&hb.name),
+                hb.age_seconds,
+                when(at(hb.last_seen)),
+                when(at(hb.deadline)),
+            );
+        }
+        html.push_str("</table>");
+    }
     html.push_str("</body></html>\n");
     html
 }

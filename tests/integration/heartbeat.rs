@@ -252,6 +252,22 @@ async fn heartbeat_pings_drive_the_metrics() {
             "{kind}"
         );
     }
+    // The landing page lists the heartbeat with its state, and never its token.
+    let landing = exporter.get("/").await;
+    assert!(
+        landing.body.contains("<h2>Heartbeats</h2>"),
+        "{}",
+        landing.body
+    );
+    assert!(landing.body.contains("<td>worker</td>"));
+    assert!(
+        !landing.body.contains(
+            &std::fs::read_to_string(files.token_file())
+                .unwrap()
+                .trim()
+                .to_owned()
+        )
+    );
     exporter.stop().await;
 }
 
