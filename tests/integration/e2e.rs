@@ -285,6 +285,14 @@ token = {{ file = "{token}" }}
             "{name} is used by the rules or dashboard but not exported"
         );
     }
+    // Every dashboard query returns data from this Prometheus: rate() and increase()
+    // need two samples of a series, so wait for the second scrape first.
+    wait_for(
+        prom,
+        r#"count_over_time(process_cpu_seconds_total{job="glitchtip-exporter"}[5m]) >= 2"#,
+        Duration::from_secs(40),
+    )
+    .await;
     // Every dashboard query returns data from this Prometheus.
     for (panel, expr) in dashboard_queries() {
         assert!(
@@ -294,7 +302,6 @@ token = {{ file = "{token}" }}
     }
 
     // One failed probe fires nothing: break /_health/ for exactly one probe.
-    let hits = stub.hits("/_health/");
     stub.set_behavior(
         "/_health/",
         Behavior::Status {
@@ -303,9 +310,23 @@ token = {{ file = "{token}" }}
             body: "down".into(),
         },
     );
-    while stub.hits("/_health/") == hits {
+    let failed_once = |m: &crate::helpers::Samples| {
+        m.find(
+            "glitchtip_probes_total",
+            &[("check", "health"), ("result", "failure")],
+        )
+        .first()
+        .is_some_and(|(_, v)| *v >= 1.0)
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    while !failed_once(&exporter.metrics().await) {
+        assert!(
+            Instant::now() < until,
+            "the health check never probed the broken endpoint"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Healthy again before the quick re-probe, 3 s later.
     stub.clear_behavior("/_health/");
     // Two evaluation rounds (and the quick re-probe in between) later, nothing fired.
     tokio::time::sleep(Duration::from_secs(35)).await;
