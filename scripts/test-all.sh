@@ -14,6 +14,7 @@ prometheus prometheus
 promtool prometheus
 prometheus-alertmanager prometheus-alertmanager
 amtool prometheus-alertmanager
+redis-server redis-server
 node nodejs
 npm npm
 LIST

@@ -20,6 +20,7 @@ use crate::config::{Config, ConfigError, ConfigSource, Mode};
 use crate::heartbeat::Heartbeats;
 use crate::metrics::Metrics;
 use crate::net::resolver::{Resolver, SystemResolver};
+use crate::queue::Queues;
 use crate::scheduler::{self, ResultSink};
 use crate::state::{CheckState, Transition};
 
@@ -112,6 +113,8 @@ pub struct Exporter {
     metrics: Metrics,
     /// Worker heartbeats: their own state, state file and series.
     heartbeats: Arc<Heartbeats>,
+    /// GlitchTip's queues in Redis/Valkey: one reader per target that has a queue table.
+    queues: Arc<Queues>,
     prober: Arc<dyn Prober>,
     clock: Arc<dyn Clock>,
     tasks: Mutex<HashMap<CheckKey, (CancellationToken, JoinHandle<()>)>>,
@@ -155,6 +158,7 @@ impl Exporter {
         Arc::new(Self {
             source,
             heartbeats,
+            queues: Queues::new(deps.resolver.clone(), deps.clock.clone()),
             config: RwLock::new(Arc::new(config)),
             slots: RwLock::new(slots),
             probe_states: Mutex::new(probe_states),
@@ -202,6 +206,8 @@ impl Exporter {
                 self.spawn_task(&slot);
             }
         }
+        // Queue readers run on their own interval in both modes.
+        self.queues.apply(&config);
     }
 
     fn slots_snapshot(&self) -> Vec<Arc<Slot>> {
@@ -242,6 +248,7 @@ impl Exporter {
         if tokio::time::timeout(deadline, all).await.is_err() {
             tracing::warn!("scheduler tasks did not stop within the shutdown timeout");
         }
+        self.queues.stop(deadline).await;
     }
 
     /// Whether the exporter serves traffic (not shutting down).
@@ -332,6 +339,8 @@ impl Exporter {
         let specs: Vec<Arc<CheckSpec>> = t
             .checks
             .iter()
+            // The canary runs on its own schedule only: each run stores an event.
+            .filter(|c| !c.is_canary())
             .filter(|c| check.is_none_or(|name| c.name == name))
             .cloned()
             .collect();
@@ -368,8 +377,33 @@ impl Exporter {
 
     /// The `/metrics` text.
     pub fn render(&self) -> Vec<u8> {
-        let mut text = self.metrics.render();
-        text.extend_from_slice(&self.heartbeats.render(self.clock.now()));
+        crate::metrics::concat(&self.render_chunks())
+    }
+
+    /// The `/metrics` text in pieces to send one after the other: the check series' text
+    /// (15 MB at 10,000 checks) is shared by every scrape until a result changes, never
+    /// copied.
+    pub fn render_chunks(&self) -> Vec<bytes::Bytes> {
+        let mut chunks = self.metrics.render_chunks();
+        chunks.push(self.render_rest().into());
+        chunks
+    }
+
+    /// The series rendered at every scrape, after the check series.
+    fn render_rest(&self) -> Vec<u8> {
+        let mut text = self.heartbeats.render(self.clock.now());
+        // From the running checks, not the config: a reload that leaves a canary unchanged
+        // keeps its slot (and the runtime its task records into).
+        let canaries: Vec<Arc<CheckSpec>> = self
+            .slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|slot| slot.spec.is_canary())
+            .map(|slot| slot.spec.clone())
+            .collect();
+        text.extend_from_slice(&crate::canary::metrics::render(&canaries));
+        text.extend_from_slice(&self.queues.render());
         text
     }
 
@@ -495,6 +529,9 @@ impl Exporter {
             "config applied"
         );
         self.heartbeats.apply(&new);
+        if self.started.load(Ordering::Acquire) {
+            self.queues.apply(&new);
+        }
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         if mode == Mode::Interval && self.started.load(Ordering::Acquire) {
             for slot in &added {
@@ -515,6 +552,12 @@ impl ResultSink for SlotSink {
         match self.exporter.upgrade() {
             Some(exporter) => exporter.record(&self.slot, outcome),
             None => 0,
+        }
+    }
+
+    fn started(&self, lag: Duration) {
+        if let Some(exporter) = self.exporter.upgrade() {
+            exporter.metrics.schedule_lag(lag);
         }
     }
 }

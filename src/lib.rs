@@ -21,8 +21,13 @@
 //!   a shutdown future.
 //! - [`heartbeat`]: worker heartbeats: the `/heartbeat/{name}` endpoints, their state file
 //!   (kept across restarts) and the age of the last ping.
+//! - [`canary`]: the ingest canary (`[targets.<name>.canary]`): an event sent through the
+//!   ingest API and looked for through the API, the check that catches a stalled worker.
+//! - [`queue`]: GlitchTip's queues, scheduler and workers read (read-only) from its
+//!   Redis/Valkey (`[targets.<name>.queue]`).
 //! - [`clock`]: injected wall-clock time.
 
+pub mod canary;
 pub mod checks;
 pub mod clock;
 pub mod config;
@@ -30,6 +35,7 @@ pub mod exporter;
 pub mod heartbeat;
 pub mod metrics;
 pub mod net;
+pub mod queue;
 pub mod scheduler;
 pub mod server;
 pub mod state;

@@ -20,6 +20,10 @@ use crate::checks::{CheckSpec, Outcome, Prober};
 pub trait ResultSink: Send + Sync + 'static {
     /// Records `outcome` for `spec`.
     fn record(&self, spec: &CheckSpec, outcome: Outcome) -> u32;
+
+    /// Notes that a probe started `lag` after it was due (for
+    /// `glitchtip_exporter_schedule_lag_seconds`).
+    fn started(&self, _lag: Duration) {}
 }
 
 /// The delay before a check's first probe: a stable spread over its interval.
@@ -45,6 +49,7 @@ pub async fn run_check(
             _ = sleep_until(next) => {}
         }
         let started = Instant::now();
+        sink.started(started.saturating_duration_since(next));
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
             outcome = prober.probe(&spec, schedule.timeout) => outcome,
@@ -194,6 +199,45 @@ mod tests {
         let second_failure_known = starts[2] + Duration::from_secs(5) - offset;
         assert_eq!(second_failure_known, Duration::from_secs(23));
         assert_eq!(state.down_total, 1);
+    }
+
+    /// Notes the lag of every start.
+    #[derive(Default)]
+    struct LagSink(Mutex<Vec<Duration>>);
+
+    impl ResultSink for LagSink {
+        fn record(&self, _spec: &CheckSpec, _outcome: Outcome) -> u32 {
+            0
+        }
+
+        fn started(&self, lag: Duration) {
+            self.0.lock().unwrap().push(lag);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_start_reports_how_late_it_is() {
+        let prober = Arc::new(Scripted {
+            start: Instant::now(),
+            takes: Duration::from_millis(20),
+            script: Mutex::new(VecDeque::new()),
+            started_at: Mutex::new(Vec::new()),
+        });
+        let sink = Arc::new(LagSink::default());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_check(
+            spec(),
+            prober.clone(),
+            sink.clone(),
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        cancel.cancel();
+        task.await.unwrap();
+        let lags = sink.0.lock().unwrap().clone();
+        assert_eq!(lags.len(), prober.started_at.lock().unwrap().len());
+        // Paused time wakes every task exactly when due.
+        assert!(lags.iter().all(|lag| *lag == Duration::ZERO), "{lags:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -274,6 +274,11 @@ pub async fn run(spec: &CheckSpec, env: &ProbeEnv, deadline: Duration) -> Outcom
             match &spec.kind {
                 CheckKind::Http(check) => http::probe(check, env, &mut trace).await,
                 CheckKind::Tls(check) => tls::probe(check, env, &mut trace).await,
+                // The canary ends before `deadline` on its own, so that an event that
+                // never shows up is `not_visible`, not a timeout.
+                CheckKind::Canary(check) => {
+                    crate::canary::probe(check, env, deadline, &mut trace).await
+                }
             }
         };
         tokio::time::timeout(deadline, probe).await

@@ -33,7 +33,7 @@ impl CheckSpec {
     pub fn has_body_expectations(&self) -> bool {
         match &self.kind {
             CheckKind::Http(check) => !check.body.is_empty(),
-            CheckKind::Tls(_) => false,
+            CheckKind::Tls(_) | CheckKind::Canary(_) => false,
         }
     }
 
@@ -41,7 +41,7 @@ impl CheckSpec {
     pub fn reads_version(&self) -> bool {
         match &self.kind {
             CheckKind::Http(check) => check.version_field.is_some(),
-            CheckKind::Tls(_) => false,
+            CheckKind::Tls(_) | CheckKind::Canary(_) => false,
         }
     }
 
@@ -51,7 +51,14 @@ impl CheckSpec {
             CheckKind::Http(check) => check.insecure_skip_verify,
             // The TLS check always verifies: reporting validity is its purpose.
             CheckKind::Tls(_) => false,
+            CheckKind::Canary(check) => check.insecure_skip_verify,
         }
+    }
+
+    /// Whether this is a target's ingest canary, which runs on its own schedule only
+    /// (never for `/probe`: each run stores an event).
+    pub fn is_canary(&self) -> bool {
+        matches!(self.kind, CheckKind::Canary(_))
     }
 }
 
@@ -75,6 +82,9 @@ pub enum CheckKind {
     Http(HttpCheck),
     /// A TLS handshake whose certificate chain is judged (the `tls` check).
     Tls(TlsCheck),
+    /// The ingest canary (the `canary` check): an event sent, then looked for through the
+    /// API ([`crate::canary`]).
+    Canary(Arc<crate::canary::CanaryCheck>),
 }
 
 /// The TLS check of a target: one handshake, the presented chain judged apart from it.

@@ -39,6 +39,39 @@ pub const HEARTBEAT_TIMEZONE: &str = "UTC";
 /// `server.state_file`, relative to the working directory (not to the config file, whose
 /// folder is often read-only). Read and written only when heartbeats are configured.
 pub const STATE_FILE: &str = "glitchtip-exporter-state.json";
+/// `targets.<name>.canary.interval`: one synthetic event every 30 s. With the timeout
+/// below, a stalled worker fires the ingest alert (2 consecutive canaries not visible)
+/// within 2 minutes. Worst case, the worker stalls just after a canary's event became
+/// visible (≈ 2 s after that canary started at t = 0): the next canary starts at 30 s and
+/// is known not visible at 30 + 25 = 55 s; the one after starts at 55 + (30 − 25) = 60 s
+/// (see [`canary_retry_interval`]) and fails at 85 s; scrape (15 s) and rule evaluation
+/// (15 s) make the alert fire by 115 s, 113 s after the stall began.
+pub const CANARY_INTERVAL: Duration = Duration::from_secs(30);
+/// `targets.<name>.canary.timeout`: a healthy GlitchTip shows an event through the API
+/// within ~2 s (1.6–2.6 s observed), ~19 s right after a PostgreSQL restart; 25 s keeps
+/// both visible (the last poll starts at the latest 0.5 s before the end), so a healthy
+/// instance never fails a canary, let alone two in a row.
+pub const CANARY_TIMEOUT: Duration = Duration::from_secs(25);
+/// `targets.<name>.queue.interval`: Redis/Valkey is read every 15 s (a few read-only
+/// commands). A scheduler whose last run is over 60 s old is seen within 60 + 15 s, and
+/// alerts by 60 + 15 + 30 (scrape + evaluation) = 105 s.
+pub const QUEUE_INTERVAL: Duration = Duration::from_secs(15);
+/// `targets.<name>.queue.timeout`: connecting, authenticating and reading.
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The key prefixes of django-vtasks (GlitchTip 6.x) tried in order when `prefix` is not
+/// set: `{vt}` (library 2.x on), then `vt` (early 6.0.x).
+pub const QUEUE_PREFIXES: [&str; 2] = ["{vt}", "vt"];
+
+/// The delay of the canary's one quick re-run after a first failure: `interval − timeout`
+/// (at least a tenth of the interval). A canary that failed slowly (not visible: it took the whole timeout) is
+/// followed exactly one interval after it started, so the second failure comes no later
+/// than with the plain interval; one that failed fast (rejected, throttled, unreachable) is
+/// re-run after 5 s instead of 3 s, and a throttled one sends nothing before `Retry-After`.
+/// Never more than one extra canary per outage: the retry applies after the first failure
+/// only.
+pub fn canary_retry_interval(interval: Duration, timeout: Duration) -> Duration {
+    interval.saturating_sub(timeout).max(interval / 10)
+}
 
 /// The checks every target gets unless `default_checks = false`, in the README's order.
 /// Each can be overridden field by field or disabled with `enabled = false`.

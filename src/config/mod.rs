@@ -26,7 +26,6 @@ use crate::checks::{
     StatusSet, TlsCheck,
 };
 use crate::net::tls::ClientConfigCache;
-use crate::net::x509::TrustRoots;
 use raw::{RawCheck, RawConfig, RawSecret, RawStatus, RawTarget, RawTls};
 
 /// Prefix of the environment variables that override config keys, `__` between levels:
@@ -64,7 +63,8 @@ impl Config {
     /// Checks whose worst case from outage to firing alert exceeds the 60 s budget:
     /// `interval + 2 × timeout + retry_interval + 30 s (scrape + evaluation)`.
     pub fn over_budget(&self) -> impl Iterator<Item = (&CheckSpec, Duration)> {
-        self.checks().filter_map(|c| {
+        // The canary has its own budget (2 minutes, see `defaults::CANARY_INTERVAL`).
+        self.checks().filter(|c| !c.is_canary()).filter_map(|c| {
             let s = c.schedule;
             let worst =
                 s.interval + 2 * s.timeout + s.retry_interval + defaults::SCRAPE_AND_EVALUATION;
@@ -99,8 +99,10 @@ pub struct Target {
     pub name: String,
     /// Base URL.
     pub url: Url,
-    /// Enabled checks, sorted by name.
+    /// Enabled checks, sorted by name (the `canary` check included).
     pub checks: Vec<Arc<CheckSpec>>,
+    /// Where GlitchTip's queues are read, when `[targets.<name>.queue]` is configured.
+    pub queue: Option<Arc<crate::queue::QueueSpec>>,
 }
 
 /// Errors loading or validating the config.
@@ -213,7 +215,8 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn invalid(&self, key: &str, expected: String) -> ConfigError {
+    /// The error for `key`, saying what was expected.
+    pub(crate) fn invalid(&self, key: &str, expected: String) -> ConfigError {
         ConfigError::Invalid {
             origin: self.origin.to_owned(),
             key: key.to_owned(),
@@ -221,7 +224,8 @@ impl Context<'_> {
         }
     }
 
-    fn path(&self, path: &Path) -> PathBuf {
+    /// `path`, relative to the config file's folder when relative.
+    pub(crate) fn path(&self, path: &Path) -> PathBuf {
         match self.base_dir {
             Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => dir.join(path),
             _ => path.to_owned(),
@@ -358,6 +362,14 @@ fn build_target(
     for (check_name, over) in &target.checks {
         check_name_valid(check_name)
             .map_err(|e| ctx.invalid(&format!("{key}.checks.{check_name}"), e))?;
+        if check_name == crate::canary::CHECK_NAME {
+            return Err(ctx.invalid(
+                &format!("{key}.checks.{check_name}"),
+                format!(
+                    "another name: \"canary\" is the ingest canary, configured in [{key}.canary]"
+                ),
+            ));
+        }
         let merged_check = match merged.remove(check_name) {
             Some(base) => overlay(base, over.clone()),
             None => {
@@ -394,7 +406,7 @@ fn build_target(
                 check: &check,
                 key: &check_key,
             };
-            checks.push(Arc::new(build_tls_check(&input, ctx)?));
+            checks.push(Arc::new(build_tls_check(&input, tls_cache, ctx)?));
             continue;
         }
         if check
@@ -427,10 +439,23 @@ fn build_target(
         )?;
         checks.push(Arc::new(spec));
     }
+    if let Some(raw_canary) = &target.canary {
+        if let Some(spec) =
+            crate::canary::config::build(name, &url, target, raw_canary, tls_cache, ctx)?
+        {
+            checks.push(Arc::new(spec));
+            checks.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+    }
+    let queue = match &target.queue {
+        Some(raw_queue) => crate::queue::config::build(name, raw_queue, ctx)?.map(Arc::new),
+        None => None,
+    };
     Ok(Target {
         name: name.to_owned(),
         url,
         checks,
+        queue,
     })
 }
 
@@ -824,7 +849,11 @@ fn build_check(
 
 /// The `tls` check: only `enabled`, `address`, the timing keys and `tls` (`ca_file`,
 /// `server_name`) apply; an HTTP-only key is an error naming it.
-fn build_tls_check(input: &CheckInput<'_>, ctx: &Context<'_>) -> Result<CheckSpec, ConfigError> {
+fn build_tls_check(
+    input: &CheckInput<'_>,
+    tls_cache: &mut ClientConfigCache,
+    ctx: &Context<'_>,
+) -> Result<CheckSpec, ConfigError> {
     let CheckInput {
         target_name,
         base,
@@ -914,7 +943,9 @@ fn build_tls_check(input: &CheckInput<'_>, ctx: &Context<'_>) -> Result<CheckSpe
         })?,
     };
     let ca_file = tls_raw.ca_file.as_deref().map(|p| ctx.path(p));
-    let roots = TrustRoots::load(ca_file.as_deref()).map_err(|e| {
+    // Shared by every TLS check with the same CA file: a copy of the root store per check
+    // would cost 15 kB each.
+    let roots = tls_cache.trust_roots(ca_file.as_deref()).map_err(|e| {
         ctx.invalid(
             &format!("{tls_key}.ca_file"),
             format!("a readable PEM file of CA certificates ({e})"),
@@ -949,7 +980,7 @@ fn build_tls_check(input: &CheckInput<'_>, ctx: &Context<'_>) -> Result<CheckSpe
             host,
             port,
             server_name,
-            roots: Arc::new(roots),
+            roots,
             proxy,
         }),
         fingerprint: hasher.finish(),
@@ -980,7 +1011,7 @@ fn parse_address(text: &str) -> Result<(String, u16), String> {
 }
 
 /// An `http://` proxy URL as `(host, port)`.
-fn parse_proxy(text: &str) -> Result<(String, u16), String> {
+pub(crate) fn parse_proxy(text: &str) -> Result<(String, u16), String> {
     let u = Url::parse(text)
         .ok()
         .filter(|u| u.scheme() == "http" && u.host_str().is_some())

@@ -90,6 +90,10 @@ pub struct RawTarget {
     /// `[targets.<name>.checks.<name>]`
     #[serde(default)]
     pub checks: BTreeMap<String, RawCheck>,
+    /// `[targets.<name>.canary]`: the ingest canary (opt-in).
+    pub canary: Option<crate::canary::RawCanary>,
+    /// `[targets.<name>.queue]`: GlitchTip's queues in Redis/Valkey (opt-in).
+    pub queue: Option<crate::queue::RawQueue>,
 }
 
 /// TLS options.

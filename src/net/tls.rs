@@ -12,10 +12,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::x509::TrustRoots;
 
 /// Errors building a TLS client configuration.
 #[derive(Debug, thiserror::Error)]
@@ -109,16 +112,36 @@ pub fn http_client_config(
             .with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every probe makes a full handshake: a resumed session would skip the certificate
+    // (a replaced, expired certificate would go unseen until the ticket expires) and make
+    // the `tls` phase time a resumption's.
+    config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
 }
 
-/// Builds each distinct client configuration once while a config is loaded.
+/// Builds each distinct client configuration, and each distinct set of trust roots of the
+/// TLS check, once while a config is loaded.
 #[derive(Default)]
 pub struct ClientConfigCache {
     built: HashMap<(Option<PathBuf>, bool), Arc<ClientConfig>>,
+    roots: HashMap<Option<PathBuf>, Arc<TrustRoots>>,
 }
 
 impl ClientConfigCache {
+    /// The TLS check's trust roots for this CA file, loaded on first use.
+    pub fn trust_roots(
+        &mut self,
+        ca_file: Option<&Path>,
+    ) -> Result<Arc<TrustRoots>, TlsConfigError> {
+        let key = ca_file.map(Path::to_owned);
+        if let Some(roots) = self.roots.get(&key) {
+            return Ok(roots.clone());
+        }
+        let roots = Arc::new(TrustRoots::load(ca_file)?);
+        self.roots.insert(key, roots.clone());
+        Ok(roots)
+    }
+
     /// The configuration for these options, built on first use.
     pub fn get(
         &mut self,
@@ -166,12 +189,14 @@ impl AcceptAnyCertificate {
 
     /// A client configuration using this verifier.
     pub fn client_config(self: &Arc<Self>) -> Arc<ClientConfig> {
-        let config = ClientConfig::builder_with_provider(self.provider.clone())
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .expect("ring supports the default protocol versions")
             .dangerous()
             .with_custom_certificate_verifier(self.clone())
             .with_no_client_auth();
+        // One handshake per configuration: a session cache would never be used.
+        config.resumption = Resumption::disabled();
         Arc::new(config)
     }
 

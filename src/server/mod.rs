@@ -97,7 +97,13 @@ async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> R
     if exporter.config().mode == Mode::Scrape {
         exporter.scrape(scrape_deadline(&headers)).await;
     }
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], exporter.render()).into_response()
+    // Sent in pieces: the large cached part of the text is shared between scrapes, not
+    // copied into each answer.
+    let chunks = exporter.render_chunks();
+    let body = axum::body::Body::from_stream(futures::stream::iter(
+        chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,7 @@
 //! End to end with the real servers on loopback: the exporter (interval mode, shipped
-//! defaults) watching a stub GlitchTip over TLS (a test CA) with a heartbeat configured;
+//! defaults) watching a stub GlitchTip over TLS (a test CA) with a heartbeat configured, an
+//! ingest canary against a stub of the ingest pipeline, and a real Redis with GlitchTip
+//! 6.x's keys;
 //! Prometheus with the bundled rules and the example scrape timing (15 s); Alertmanager
 //! with the example routes sending to a local webhook receiver.
 //!
@@ -21,7 +23,9 @@ use tokio::time::Instant;
 
 use crate::alerting::{Daemon, free_port, http, start_alertmanager, wait_ready};
 use crate::helpers::{self, TEST_HOST};
+use crate::queue::{ADMIN_PASSWORD, Redis};
 use crate::stub::{Behavior, Scenario, StubGlitchTip};
+use crate::stub_ingest::{self, Mode as IngestMode, StubIngest};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -212,6 +216,38 @@ async fn broken_health_endpoint_reaches_the_webhook_after_two_failures() {
     std::fs::write(dir.path().join("heartbeat-token"), "e2e-heartbeat-token\n").unwrap();
 
     let stub = StubGlitchTip::start(Scenario::Healthy).await;
+    // The ingest pipeline (canary) and GlitchTip 6.x's Valkey keys (queue reader).
+    let ingest = StubIngest::start(IngestMode::Healthy {
+        visible_after: Duration::from_millis(200),
+    })
+    .await;
+    std::fs::write(dir.path().join("dsn"), ingest.dsn()).unwrap();
+    std::fs::write(dir.path().join("canary-token"), stub_ingest::TOKEN).unwrap();
+    let redis = Arc::new(Redis::start().await);
+    std::fs::write(dir.path().join("redis-password"), ADMIN_PASSWORD).unwrap();
+    redis.run(&["RPUSH", "{vt}:q:default", "t1", "t2"]).await;
+    redis.run(&["RPUSH", "{vt}:q:ingest", "e1"]).await;
+    redis.run(&["RPUSH", "{vt}:q:failed", "f1"]).await;
+    // The scheduler runs uptime-dispatch-checks every second (6.x): keep doing so.
+    let scheduler = {
+        let redis = redis.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64();
+                for task in ["uptime-dispatch-checks", "send-alert-notifications"] {
+                    let key = format!("{{vt}}:scheduler:vtasks_last_run:{task}");
+                    redis.run(&["SET", &key, &now.to_string()]).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    redis
+        .run(&["SET", "{vt}:alive:worker-1-101", "1", "EX", "600"])
+        .await;
     let front = tls_front(stub.addr(), &chain_pem, &key_pem).await;
     let toml = format!(
         r#"
@@ -223,6 +259,20 @@ url = "https://{TEST_HOST}:{port}"
 [targets.gt.tls]
 ca_file = "{ca}"
 
+[targets.gt.queue]
+url = "redis://127.0.0.1:{redis_port}/0"
+password = {{ file = "{redis_password}" }}
+layout = "vtasks"
+workers = true
+
+[targets.ingest]
+url = "{ingest_url}"
+default_checks = false
+[targets.ingest.canary]
+dsn = {{ file = "{dsn}" }}
+token = {{ file = "{canary_token}" }}
+organization = "{org}"
+
 [heartbeats.worker]
 target = "gt"
 interval = "5m"
@@ -232,6 +282,12 @@ token = {{ file = "{token}" }}
         ca = dir.path().join("ca.pem").display(),
         token = dir.path().join("heartbeat-token").display(),
         state = dir.path().join("state.json").display(),
+        redis_port = redis.port,
+        redis_password = dir.path().join("redis-password").display(),
+        ingest_url = ingest.url(),
+        dsn = dir.path().join("dsn").display(),
+        canary_token = dir.path().join("canary-token").display(),
+        org = stub_ingest::ORG,
     );
     // Real wall clock: Prometheus compares the exporter's timestamps with its own.
     let (mut deps, _manual) = helpers::deps();
@@ -271,6 +327,9 @@ token = {{ file = "{token}" }}
         Duration::from_secs(30),
     )
     .await;
+    wait_for(prom, r#"glitchtip_queue_up == 1"#, Duration::from_secs(30)).await;
+    // The canary runs every 30 s, its first run spread within that.
+    wait_for(prom, r#"glitchtip_ingest_up == 1"#, Duration::from_secs(75)).await;
 
     // Every metric the rules and the dashboard use is in the exporter's output.
     let exported = exporter.get("/metrics").await.body;
@@ -294,12 +353,22 @@ token = {{ file = "{token}" }}
     )
     .await;
     // Every dashboard query returns data from this Prometheus.
+    // A series that appeared with the last scrape (the canary's counter after its first
+    // run) needs one more scrape for increase(): give each query up to 40 s.
     for (panel, expr) in dashboard_queries() {
-        assert!(
-            !query(prom, &expr).await.is_empty(),
-            "dashboard panel {panel:?}: {expr} returned nothing"
-        );
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while query(prom, &expr).await.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "dashboard panel {panel:?}: {expr} returned nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
+
+    // A healthy installation fires nothing at all: no false alarm.
+    let firing = query(prom, r#"ALERTS{alertstate="firing"}"#).await;
+    assert!(firing.is_empty(), "alerts firing while healthy: {firing:?}");
 
     // One failed probe fires nothing: break /_health/ for exactly one probe.
     stub.set_behavior(
@@ -396,5 +465,6 @@ token = {{ file = "{token}" }}
         elapsed < Duration::from_secs(75),
         "60 s budget + 10 s group_wait: {elapsed:?}"
     );
+    scheduler.abort();
     exporter.stop().await;
 }

@@ -3,13 +3,16 @@
 
 mod helpers;
 mod stub;
+mod stub_ingest;
 
 mod alerting;
 mod bad_inputs;
 mod binary;
+mod canary;
 mod config_errors;
 mod e2e;
 mod heartbeat;
+mod queue;
 mod reload;
 mod scenarios;
 mod scrape_mode;
