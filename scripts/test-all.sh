@@ -35,4 +35,11 @@ npm ci --prefix grafana --no-audit --no-fund --silent
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+log=$(mktemp)
+status=0
+cargo test --all-targets --locked 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary (some binaries, e.g. benches in test mode, hold none).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"
