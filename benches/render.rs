@@ -104,9 +104,23 @@ fn outcome(spec: &CheckSpec, i: usize) -> Outcome {
 /// The exporter's long-lived registry with every check recorded.
 fn filled(checks: &[Probed]) -> Metrics {
     let metrics = Metrics::for_exporter();
-    for c in checks {
-        record(&metrics, c);
+    // In the order probes finish (spread over the interval, not sorted), with the other
+    // allocations of a running exporter between them: the rows end up scattered over the
+    // heap as in production, not packed in label order.
+    let mut order: Vec<usize> = (0..checks.len()).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in (1..order.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
     }
+    let mut ballast = Vec::new();
+    for i in order {
+        record(&metrics, &checks[i]);
+        ballast.push(vec![0u8; 512 + (i % 7) * 256]);
+    }
+    drop(ballast);
     metrics
 }
 
@@ -143,6 +157,28 @@ fn render(c: &mut Criterion) {
                 black_box(metrics.render_chunks())
             })
         });
+        // The same after the CPU caches went cold, as between two scrapes of a busy
+        // exporter: 64 MB of other work runs before each render.
+        let mut other = vec![0u8; 64 << 20];
+        group.bench_function(
+            format!("{}_checks_after_a_change_cold", checks.len()),
+            |b| {
+                b.iter_batched(
+                    || {
+                        for (i, byte) in other.iter_mut().enumerate().step_by(64) {
+                            *byte = i as u8;
+                        }
+                        next = (next + 1) % checks.len();
+                        next
+                    },
+                    |i| {
+                        record(&metrics, &checks[i]);
+                        black_box(metrics.render_chunks())
+                    },
+                    criterion::BatchSize::PerIteration,
+                )
+            },
+        );
         // Nothing changed since the last scrape.
         group.bench_function(format!("{}_checks_unchanged", checks.len()), |b| {
             b.iter(|| black_box(metrics.render_chunks()))

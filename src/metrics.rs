@@ -63,11 +63,10 @@ pub struct Metrics {
     cache: Mutex<Cache>,
 }
 
+/// The last text and the generation it shows.
 #[derive(Default)]
 struct Cache {
     text: Option<(u64, Bytes)>,
-    /// Size of the last text, to allocate the next one at once.
-    last_len: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -338,10 +337,8 @@ impl Metrics {
             }
             _ => Vec::new(),
         };
-        buf.reserve(cache.last_len + cache.last_len / 8);
         let families = self.registry.gather();
         lock(&self.series).write(&mut buf, &families);
-        cache.last_len = buf.len();
         let text = Bytes::from(buf);
         cache.text = Some((generation, text.clone()));
         text
