@@ -65,14 +65,14 @@ pub async fn run_check(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::checks::{Reason, Trace};
+    use crate::checks::Reason;
     use crate::state::CheckState;
 
     /// Answers a scripted sequence of reasons, each after `takes`, and notes when each
@@ -99,22 +99,14 @@ mod tests {
                     .unwrap()
                     .pop_front()
                     .unwrap_or(Reason::None);
-                Outcome {
-                    reason,
-                    status: None,
-                    duration: self.takes,
-                    trace: Trace::default(),
-                    body_match: None,
-                    version: None,
-                    detail: None,
-                    tls: None,
-                }
+                Outcome::for_test(reason, None, self.takes)
             })
         }
     }
 
+    /// Keeps a check's state the way the exporter does; shared with other schedulers' tests.
     #[derive(Default)]
-    struct Sink(Mutex<CheckState>);
+    pub(crate) struct Sink(pub(crate) Mutex<CheckState>);
 
     impl ResultSink for Sink {
         fn record(&self, _spec: &CheckSpec, outcome: Outcome) -> u32 {

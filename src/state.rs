@@ -85,19 +85,9 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::checks::Trace;
 
     fn outcome(reason: Reason) -> Outcome {
-        Outcome {
-            reason,
-            status: None,
-            duration: Duration::ZERO,
-            trace: Trace::default(),
-            body_match: None,
-            version: None,
-            detail: None,
-            tls: None,
-        }
+        Outcome::for_test(reason, None, Duration::ZERO)
     }
 
     #[test]

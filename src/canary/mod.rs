@@ -510,8 +510,7 @@ mod tests {
     use super::*;
     use crate::checks::{CheckSpec, Outcome, Prober, Schedule};
     use crate::config::defaults;
-    use crate::scheduler::{ResultSink, run_check};
-    use crate::state::CheckState;
+    use crate::scheduler::run_check;
 
     /// Answers scripted `(reason, takes)` pairs and notes when each probe ended.
     struct Scripted {
@@ -534,30 +533,12 @@ mod tests {
                     .lock()
                     .unwrap()
                     .push((reason, self.start.elapsed()));
-                Outcome {
-                    reason,
-                    status: Some(200),
-                    duration: takes,
-                    trace: Trace::default(),
-                    body_match: None,
-                    version: None,
-                    detail: None,
-                    tls: None,
-                }
+                Outcome::for_test(reason, Some(200), takes)
             })
         }
     }
 
-    #[derive(Default)]
-    struct Sink(Mutex<CheckState>);
-
-    impl ResultSink for Sink {
-        fn record(&self, _: &CheckSpec, outcome: Outcome) -> u32 {
-            let mut state = self.0.lock().unwrap();
-            state.record(outcome, std::time::UNIX_EPOCH);
-            state.consecutive_failures
-        }
-    }
+    use crate::scheduler::tests::Sink;
 
     /// Runs a check with the default canary schedule against `script`; answers when each
     /// probe ended, relative to the end of the first (a visible canary at 2 s).

@@ -221,6 +221,21 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An outcome with only a reason and a status, for tests of what consumes outcomes.
+    #[cfg(test)]
+    pub(crate) fn for_test(reason: Reason, status: Option<u16>, duration: Duration) -> Self {
+        Self {
+            reason,
+            status,
+            duration,
+            trace: Trace::default(),
+            body_match: None,
+            version: None,
+            detail: None,
+            tls: None,
+        }
+    }
+
     /// Whether the probe met every expectation.
     pub fn success(&self) -> bool {
         self.reason == Reason::None
