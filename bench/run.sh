@@ -12,7 +12,8 @@
 #
 # Runs on a fresh Debian machine as root with Rust installed: installs
 # prometheus-blackbox-exporter, nginx and openssl when missing (with their services kept
-# from starting), builds the release binary and the load generator (examples/loadgen.rs),
+# from starting), builds the release binary as operators run it (scripts/build.sh: static,
+# not position-independent) and the load generator (examples/loadgen.rs),
 # then:
 #   - nginx serves HTTP and HTTPS (a CA and certificate made now with openssl) on 127.0.0.1,
 #     body `ok`, and the GlitchTip endpoints the default checks read;
@@ -100,9 +101,9 @@ install_deps() {
 install_deps
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-log "building the release binary and the load generator ($CARGO_TARGET_DIR)"
-(cd "$ROOT" && cargo build --release --locked --bin glitchtip-exporter --example loadgen >&2)
-OURS_BIN=$CARGO_TARGET_DIR/release/glitchtip-exporter
+log "building the release binary as operators run it (scripts/build.sh) and the load generator ($CARGO_TARGET_DIR)"
+OURS_BIN=$("$ROOT/scripts/build.sh")
+(cd "$ROOT" && cargo build --release --locked --example loadgen >&2)
 LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
 BLACKBOX_BIN=$(command -v prometheus-blackbox-exporter)
 # The load generator and nginx on CPU 1 when there is one, the exporters on CPU 0.
@@ -319,11 +320,18 @@ interval_run "$SMALL" "$SMALL_RUN"
 interval_run "$CHECKS" "$SOAK"
 
 # --- the table --------------------------------------------------------------------------
+linkage() { # FILE: size and how it is linked
+  local how=static type=non-PIE
+  readelf -lW "$1" | grep -q INTERP && how=dynamic
+  readelf -hW "$1" | grep -q 'Type: *DYN' && type=PIE
+  echo "$(awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.1f MB", b / 1e6 }') $how $type"
+}
 row() { printf '| %-52s | %12s | %12s | %8s | %-22s |\n' "$@"; }
 {
   echo
   echo "glitchtip-exporter $("$OURS_BIN" --version | awk '{ print $2 }') vs $("$BLACKBOX_BIN" --version 2>&1 | head -1 | awk '{ print $1, $3 }')"
   echo "machine: $(nproc) cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(free -h | awk '/^Mem:/ { print $2 }') memory; exporters pinned to one core"
+  echo "binaries: ours $(linkage "$OURS_BIN"); blackbox_exporter $(linkage "$BLACKBOX_BIN")"
   echo "probes: $PROBES per exporter and scheme, concurrency $CONCURRENCY, TLS 1.3 with an ECDSA P-256 certificate, full handshakes"
   echo
   row "figure" "ours" "blackbox" "ratio" "target"

@@ -261,6 +261,8 @@ async fn probe(
 async fn scrape(url: &str, count: usize, pause: Duration) -> anyhow::Result<()> {
     let (addr, target) = loopback(url)?;
     let mut times = Vec::new();
+    // Until the answer's headers: the exporter's work before the first byte.
+    let mut heads = Vec::new();
     let mut size = 0;
     for i in 0..count {
         if i > 0 {
@@ -272,6 +274,7 @@ async fn scrape(url: &str, count: usize, pause: Duration) -> anyhow::Result<()> 
             .header("host", addr.to_string())
             .body(Empty::new())?;
         let response = sender.send_request(request).await?;
+        heads.push(t.elapsed().as_secs_f64());
         let status = response.status();
         // Counted as it streams in, not gathered: the time is the exporter's, not a copy's.
         let mut body = response.into_body();
@@ -285,11 +288,15 @@ async fn scrape(url: &str, count: usize, pause: Duration) -> anyhow::Result<()> 
         }
     }
     times.sort_by(f64::total_cmp);
+    heads.sort_by(f64::total_cmp);
     println!(
-        "count={} p50_ms={:.2} max_ms={:.2} bytes={}",
+        "count={} p50_ms={:.2} p90_ms={:.2} max_ms={:.2} head_p50_ms={:.2} head_max_ms={:.2} bytes={}",
         times.len(),
         quantile(&times, 0.5) * 1e3,
+        quantile(&times, 0.9) * 1e3,
         times.last().copied().unwrap_or(f64::NAN) * 1e3,
+        quantile(&heads, 0.5) * 1e3,
+        heads.last().copied().unwrap_or(f64::NAN) * 1e3,
         size
     );
     Ok(())

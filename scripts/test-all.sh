@@ -17,6 +17,8 @@ amtool prometheus-alertmanager
 redis-server redis-server
 node nodejs
 npm npm
+curl curl
+readelf binutils
 LIST
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
@@ -42,4 +44,6 @@ cargo test --all-targets --locked 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
+# The release binary as operators build it (scripts/build.sh): static, starts, resolves.
+scripts/test-static.sh || status=1
 exit "$status"

@@ -56,6 +56,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    static_name_service();
     let cli = Cli::parse();
     init_logging(&cli.log_level, &cli.log_format);
     match run(cli) {
@@ -66,6 +67,32 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// In the statically linked binary (`scripts/build.sh`), host names are looked up with
+/// glibc's built-in `files` and `dns` services only, whatever `/etc/nsswitch.conf` lists:
+/// a static binary cannot safely load the host's NSS modules (mdns, resolve, ...) built
+/// for another glibc. Go's resolver, which blackbox_exporter uses, reads the same two
+/// sources. Must run before any other thread starts.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_feature = "crt-static"))]
+#[allow(unsafe_code)]
+fn static_name_service() {
+    unsafe extern "C" {
+        fn __nss_configure_lookup(
+            db: *const std::ffi::c_char,
+            service_line: *const std::ffi::c_char,
+        ) -> std::ffi::c_int;
+    }
+    // SAFETY: both arguments are NUL-terminated static strings; glibc copies what it
+    // keeps. Called first thing in main, while the process has one thread, as the
+    // function requires (it is not thread-safe).
+    let status = unsafe { __nss_configure_lookup(c"hosts".as_ptr(), c"files dns".as_ptr()) };
+    if status != 0 {
+        eprintln!("warning: could not restrict host lookups to files and dns");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_feature = "crt-static")))]
+fn static_name_service() {}
 
 fn init_logging(filter: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
