@@ -110,7 +110,9 @@ pub struct Exporter {
     /// `/probe` keeps its own consecutive-failure counts, apart from the scheduler's.
     probe_states: Mutex<HashMap<CheckKey, CheckState>>,
     versions: Mutex<HashMap<String, String>>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    /// Writes the `/metrics` text ahead of scrapes ([`Metrics::write_ahead`]).
+    writer: Mutex<Option<JoinHandle<()>>>,
     /// Worker heartbeats: their own state, state file and series.
     heartbeats: Arc<Heartbeats>,
     /// GlitchTip's queues in Redis/Valkey: one reader per target that has a queue table.
@@ -134,7 +136,7 @@ impl Exporter {
         let prober = deps.prober.unwrap_or_else(|| {
             Arc::new(Dispatcher::new(deps.resolver.clone(), deps.clock.clone()))
         });
-        let metrics = Metrics::for_exporter();
+        let metrics = Arc::new(Metrics::for_exporter());
         metrics.config_loaded(true, unix_seconds(deps.clock.now()));
         let slots = config
             .checks()
@@ -164,6 +166,7 @@ impl Exporter {
             probe_states: Mutex::new(probe_states),
             versions: Mutex::new(HashMap::new()),
             metrics,
+            writer: Mutex::new(None),
             prober,
             clock: deps.clock,
             tasks: Mutex::new(HashMap::new()),
@@ -208,6 +211,9 @@ impl Exporter {
         }
         // Queue readers run on their own interval in both modes.
         self.queues.apply(&config);
+        // In both modes, since a reload may switch to interval mode; in scrape mode it
+        // seldom finds anything to write (each scrape writes the text it sends).
+        *lock(&self.writer) = Some(tokio::spawn(Metrics::write_ahead(self.metrics.clone())));
     }
 
     fn slots_snapshot(&self) -> Vec<Arc<Slot>> {
@@ -249,6 +255,9 @@ impl Exporter {
             tracing::warn!("scheduler tasks did not stop within the shutdown timeout");
         }
         self.queues.stop(deadline).await;
+        if let Some(writer) = lock(&self.writer).take() {
+            writer.abort();
+        }
     }
 
     /// Whether the exporter serves traffic (not shutting down).
@@ -382,11 +391,29 @@ impl Exporter {
 
     /// The `/metrics` text in pieces to send one after the other: the check series' text
     /// (15 MB at 10,000 checks) is shared by every scrape until a result changes, never
-    /// copied.
+    /// copied. Shows every change made before the call.
     pub fn render_chunks(&self) -> Vec<bytes::Bytes> {
         let mut chunks = self.metrics.render_chunks();
         chunks.push(self.render_rest().into());
         chunks
+    }
+
+    /// What a `/metrics` scrape sends. Interval mode: the check series as written ahead in
+    /// the background, at most about a second behind the newest result (see
+    /// [`Metrics::render_chunks_ahead`]), so that a scrape of 10,000 checks writes nothing.
+    /// Scrape mode: every result of the scrape's own probes ([`Exporter::render_chunks`]).
+    pub fn scrape_chunks(&self) -> Vec<bytes::Bytes> {
+        if self.config().mode == Mode::Scrape {
+            return self.render_chunks();
+        }
+        let mut chunks = self.metrics.render_chunks_ahead();
+        chunks.push(self.render_rest().into());
+        chunks
+    }
+
+    /// Texts of the check series written so far (for tests and benchmarks).
+    pub fn metrics_writes(&self) -> u64 {
+        self.metrics.writes()
     }
 
     /// The series rendered at every scrape, after the check series.

@@ -17,13 +17,21 @@
 //!
 //! Rendering is cached: the text is written again only after something changed (a
 //! generation counter says so), and the cached text is shared, not copied, by every scrape
-//! until then.
+//! until then. In interval mode results change all the time (170 a second at 10,000
+//! checks), so the exporter also writes the text ahead, in the background, at most once
+//! per [`METRICS_WRITE_GAP`] while results change ([`Metrics::write_ahead`]), and a scrape
+//! sends the ready text when only results changed since and it is not too old
+//! ([`Metrics::render_chunks_ahead`]); other changes (a reload, a removed check) are shown
+//! at the next scrape.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use prometheus::core::Collector;
@@ -32,6 +40,7 @@ use prometheus::{Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, Opts, Regis
 use crate::checks::tls::{CHECK_NAME as TLS_CHECK, VERSIONS as TLS_VERSIONS};
 use crate::checks::{CheckKind, CheckSpec, Phase, Reason, TlsFindings, TlsReason};
 use crate::clock::unix_seconds;
+use crate::config::defaults::{METRICS_MAX_STALE_GAPS, METRICS_WRITE_GAP};
 use crate::state::CheckState;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -57,16 +66,40 @@ pub struct Metrics {
     series: Mutex<Series>,
     /// Bumped after every change, so that the cached text is known stale.
     generation: AtomicU64,
-    /// The last text and the generation it shows. Held while a stale text is written
-    /// again, so that scrapes arriving meanwhile wait for that one render instead of
-    /// starting their own. std Mutex: nothing async happens while held.
+    /// Bumped after every change that is not a probe result (a removed check or version,
+    /// a config load): a text older than that is never sent.
+    structure: AtomicU64,
+    /// Woken by every change: the background writer waits on it.
+    changes: Notify,
+    /// The last text and what it shows; held only to look or swap, never while writing.
     cache: Mutex<Cache>,
+    /// Held while a text is written, so that one write serves every scrape that waits for
+    /// it. std Mutex: nothing async happens while held.
+    writing: Mutex<()>,
+    /// Texts written so far.
+    writes: AtomicU64,
+    /// How long the background writer waits between two writes, in µs (see
+    /// [`METRICS_WRITE_GAP`]).
+    gap_micros: AtomicU64,
 }
 
-/// The last text and the generation it shows.
+/// The last text and what it shows.
 #[derive(Default)]
 struct Cache {
-    text: Option<(u64, Bytes)>,
+    text: Option<Text>,
+    /// The text before the last, kept so that its memory is written into next time when
+    /// no answer still holds it: a fresh 15 MB at 10,000 checks costs page faults.
+    spare: Option<Bytes>,
+}
+
+/// One written text.
+struct Text {
+    /// The generation and structure counts read before it was written: it shows every
+    /// change up to them.
+    generation: u64,
+    structure: u64,
+    written: Instant,
+    bytes: Bytes,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,12 +178,25 @@ impl Metrics {
             process: None,
             series: Mutex::new(Series::default()),
             generation: AtomicU64::new(0),
+            structure: AtomicU64::new(0),
+            changes: Notify::new(),
             cache: Mutex::new(Cache::default()),
+            writing: Mutex::new(()),
+            writes: AtomicU64::new(0),
+            gap_micros: AtomicU64::new(micros(METRICS_WRITE_GAP)),
         }
     }
 
+    /// A probe result changed a series.
     fn changed(&self) {
         self.generation.fetch_add(1, Ordering::Release);
+        self.changes.notify_one();
+    }
+
+    /// Something other than a probe result changed a series: the next scrape shows it.
+    fn changed_structure(&self) {
+        self.structure.fetch_add(1, Ordering::Release);
+        self.changed();
     }
 
     /// Sets every series of `spec` from `state`. Before the first probe nothing is set, so
@@ -249,7 +295,7 @@ impl Metrics {
                 series.remove_tls(target);
             }
         }
-        self.changed();
+        self.changed_structure();
     }
 
     /// Shows `version` for `target` (one version series per target), removing the series
@@ -278,7 +324,7 @@ impl Metrics {
                 series.versions.remove(target);
             }
         }
-        self.changed();
+        self.changed_structure();
     }
 
     /// Records the result of a config load or reload at `unix_time`.
@@ -289,7 +335,7 @@ impl Metrics {
                 timestamp.set(unix_time);
             }
         }
-        self.changed();
+        self.changed_structure();
     }
 
     /// Records that a scheduled probe started `lag` after it was due. Not part of the
@@ -302,13 +348,28 @@ impl Metrics {
 
     /// The text exposition format, in pieces to send one after the other: the check
     /// series and exporter series (written again only when something changed, shared
-    /// otherwise), then the process metrics.
+    /// otherwise), then the process metrics. Shows every change made before the call.
     pub fn render_chunks(&self) -> Vec<Bytes> {
-        let mut chunks = vec![self.render_series()];
-        if let Some(process) = &self.process {
-            chunks.push(Bytes::from(encode(&process.gather())));
+        self.with_process(self.render_series())
+    }
+
+    /// As [`Metrics::render_chunks`], but sends the text written ahead by
+    /// [`Metrics::write_ahead`] when only probe results changed since it was written and it
+    /// is less than [`METRICS_MAX_STALE_GAPS`] write gaps old: at most about one gap
+    /// behind the newest result, without a write of its own.
+    pub fn render_chunks_ahead(&self) -> Vec<Bytes> {
+        let structure = self.structure.load(Ordering::Acquire);
+        let generation = self.generation.load(Ordering::Acquire);
+        let max_age = self.gap() * METRICS_MAX_STALE_GAPS;
+        let ready = lock(&self.cache).text.as_ref().and_then(|text| {
+            (text.structure >= structure
+                && (text.generation >= generation || text.written.elapsed() < max_age))
+                .then(|| text.bytes.clone())
+        });
+        match ready {
+            Some(bytes) => self.with_process(bytes),
+            None => self.render_chunks(),
         }
-        chunks
     }
 
     /// The text exposition format, in one piece.
@@ -316,20 +377,77 @@ impl Metrics {
         concat(&self.render_chunks())
     }
 
-    fn render_series(&self) -> Bytes {
-        let mut cache = lock(&self.cache);
-        // Read before the text is written: a change after this read leaves it stale.
+    fn with_process(&self, series: Bytes) -> Vec<Bytes> {
+        let mut chunks = vec![series];
+        if let Some(process) = &self.process {
+            chunks.push(Bytes::from(encode(&process.gather())));
+        }
+        chunks
+    }
+
+    /// Writes the text again when something changed since the last one; answers how long
+    /// that took (`None`: nothing to write). Blocks for the write (milliseconds at 10,000
+    /// checks): call it off the async workers.
+    pub fn refresh(&self) -> Option<Duration> {
         let generation = self.generation.load(Ordering::Acquire);
-        if let Some((g, text)) = &cache.text {
-            // The lag histogram moves with every probe but is not worth a render of its
-            // own: it is fresh whenever anything else changed.
-            if *g == generation {
-                return text.clone();
+        let current = lock(&self.cache)
+            .text
+            .as_ref()
+            .is_some_and(|t| t.generation >= generation);
+        if current {
+            return None;
+        }
+        let start = std::time::Instant::now();
+        self.render_series();
+        Some(start.elapsed())
+    }
+
+    /// Interval mode's background writer: after each change, waits one write gap (so that
+    /// the changes of that gap make one write), then writes the text off the async workers;
+    /// a write that takes long stretches the gap to 50 times its duration. Runs until
+    /// dropped.
+    pub async fn write_ahead(metrics: std::sync::Arc<Self>) {
+        loop {
+            metrics.changes.notified().await;
+            tokio::time::sleep(metrics.gap()).await;
+            let m = metrics.clone();
+            let Ok(took) = tokio::task::spawn_blocking(move || m.refresh()).await else {
+                continue;
+            };
+            if let Some(took) = took {
+                let gap = METRICS_WRITE_GAP.max(took * 50);
+                metrics.gap_micros.store(micros(gap), Ordering::Relaxed);
             }
         }
-        // The old text's memory, when no response still holds it: writing into memory
-        // already touched spares the page faults of a fresh 15 MB at 10,000 checks.
-        let mut buf = match cache.text.take().map(|(_, old)| old.try_into_mut()) {
+    }
+
+    /// Texts written so far (for tests and benchmarks).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    fn gap(&self) -> Duration {
+        Duration::from_micros(self.gap_micros.load(Ordering::Relaxed))
+    }
+
+    /// The current text: the cached one when it shows every change made so far, else a
+    /// new one.
+    fn render_series(&self) -> Bytes {
+        // Read before the text is written: a change after these reads leaves it stale.
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(bytes) = self.cached(generation) {
+            return bytes;
+        }
+        let _writing = lock(&self.writing);
+        // Another write may have finished while this one waited.
+        if let Some(bytes) = self.cached(generation) {
+            return bytes;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let structure = self.structure.load(Ordering::Acquire);
+        // The text before the last one, when no answer still holds it.
+        let spare = lock(&self.cache).spare.take();
+        let mut buf = match spare.map(Bytes::try_into_mut) {
             Some(Ok(old)) => {
                 let mut old = Vec::from(old);
                 old.clear();
@@ -339,10 +457,31 @@ impl Metrics {
         };
         let families = self.registry.gather();
         lock(&self.series).write(&mut buf, &families);
-        let text = Bytes::from(buf);
-        cache.text = Some((generation, text.clone()));
-        text
+        let bytes = Bytes::from(buf);
+        let text = Text {
+            generation,
+            structure,
+            written: Instant::now(),
+            bytes: bytes.clone(),
+        };
+        let mut cache = lock(&self.cache);
+        cache.spare = cache.text.replace(text).map(|old| old.bytes);
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        bytes
     }
+
+    /// The cached text when it shows every change up to `generation`. The lag histogram
+    /// moves with every probe but is not worth a write of its own: it is fresh whenever
+    /// anything else changed.
+    fn cached(&self, generation: u64) -> Option<Bytes> {
+        let cache = lock(&self.cache);
+        let text = cache.text.as_ref()?;
+        (text.generation >= generation).then(|| text.bytes.clone())
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Default for Metrics {

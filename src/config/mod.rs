@@ -66,8 +66,12 @@ impl Config {
         // The canary has its own budget (2 minutes, see `defaults::CANARY_INTERVAL`).
         self.checks().filter(|c| !c.is_canary()).filter_map(|c| {
             let s = c.schedule;
-            let worst =
-                s.interval + 2 * s.timeout + s.retry_interval + defaults::SCRAPE_AND_EVALUATION;
+            // The text of `/metrics` may show a result up to one write gap late.
+            let worst = s.interval
+                + 2 * s.timeout
+                + s.retry_interval
+                + defaults::METRICS_WRITE_GAP
+                + defaults::SCRAPE_AND_EVALUATION;
             (worst > defaults::ALERT_BUDGET).then_some((c.as_ref(), worst))
         })
     }

@@ -291,3 +291,126 @@ fn a_state_before_the_first_probe_shows_nothing() {
     metrics.record_check(&specs()[0], &CheckState::default());
     assert!(metrics.render().is_empty());
 }
+
+/// Records a result with `reason` for `spec`, counting up its state.
+fn record(metrics: &Metrics, spec: &CheckSpec, state: &mut CheckState, reason: Reason) {
+    let o = Outcome {
+        reason,
+        ..outcome(&mut Rng(7), spec)
+    };
+    state.record(o, UNIX_EPOCH);
+    metrics.record_check(spec, state);
+}
+
+fn series_of(chunks: &[Bytes]) -> String {
+    text(&chunks[0])
+}
+
+fn up_line(spec: &CheckSpec, up: u8) -> String {
+    format!(
+        "glitchtip_up{{check=\"{}\",target=\"{}\"}} {up}\n",
+        spec.name, spec.target
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scrape_sends_the_text_written_ahead_until_it_is_three_gaps_old() {
+    let metrics = Metrics::for_exporter();
+    let spec = &specs()[0];
+    let mut state = CheckState::default();
+    record(&metrics, spec, &mut state, Reason::None);
+    let first = metrics.render_chunks_ahead();
+    assert!(series_of(&first).contains(&up_line(spec, 1)));
+    assert_eq!(metrics.writes(), 1, "no text yet: the scrape writes one");
+
+    // A result after it: the ready text goes out, one result behind, without a write.
+    tokio::time::advance(METRICS_WRITE_GAP * 3 - Duration::from_millis(1)).await;
+    record(&metrics, spec, &mut state, Reason::Status);
+    let ahead = metrics.render_chunks_ahead();
+    assert_eq!(
+        ahead[0].as_ptr(),
+        first[0].as_ptr(),
+        "the same text, shared"
+    );
+    assert_eq!(metrics.writes(), 1);
+    // The exact text shows it.
+    assert!(series_of(&metrics.render_chunks()).contains(&up_line(spec, 0)));
+    assert_eq!(metrics.writes(), 2);
+
+    // Three gaps after the last write, with a result newer than it: the background writer
+    // fell behind, so the scrape writes.
+    record(&metrics, spec, &mut state, Reason::None);
+    tokio::time::advance(METRICS_WRITE_GAP * 3).await;
+    assert!(series_of(&metrics.render_chunks_ahead()).contains(&up_line(spec, 1)));
+    assert_eq!(metrics.writes(), 3);
+    // Nothing changed since: shared, whatever its age.
+    tokio::time::advance(METRICS_WRITE_GAP * 100).await;
+    metrics.render_chunks_ahead();
+    assert_eq!(metrics.writes(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_that_is_no_probe_result_is_shown_at_the_next_scrape() {
+    let metrics = Metrics::for_exporter();
+    let specs = specs();
+    let mut state = CheckState::default();
+    record(&metrics, &specs[0], &mut state, Reason::None);
+    record(&metrics, &specs[1], &mut state, Reason::None);
+    metrics.set_version(&specs[0].target, None, "4.2.10");
+    metrics.render_chunks_ahead();
+    let gone = format!("target=\"{}\"", specs[1].target);
+
+    // A reload removes a check and a version, and records its own result.
+    metrics.remove_check(&specs[1].target, &specs[1].name);
+    let text = series_of(&metrics.render_chunks_ahead());
+    assert!(
+        !text.contains(&format!("check=\"{}\",{gone}", specs[1].name)),
+        "{text}"
+    );
+    metrics.remove_version(&specs[0].target, "4.2.10");
+    assert!(!series_of(&metrics.render_chunks_ahead()).contains("4.2.10"));
+    metrics.config_loaded(false, 0.0);
+    assert!(
+        series_of(&metrics.render_chunks_ahead())
+            .contains("glitchtip_exporter_config_last_reload_successful 0\n")
+    );
+    assert_eq!(metrics.writes(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_background_writer_makes_one_text_of_the_changes_of_a_gap() {
+    let metrics = Arc::new(Metrics::for_exporter());
+    let spec = &specs()[0];
+    let mut state = CheckState::default();
+    let writer = tokio::spawn(Metrics::write_ahead(metrics.clone()));
+    // Let it reach its wait.
+    tokio::task::yield_now().await;
+    for i in 0..50 {
+        let reason = if i % 2 == 0 {
+            Reason::Status
+        } else {
+            Reason::None
+        };
+        record(&metrics, spec, &mut state, reason);
+        tokio::time::advance(METRICS_WRITE_GAP / 100).await;
+    }
+    assert_eq!(metrics.writes(), 0, "nothing written within the first gap");
+    // The gap ends; the write runs on a blocking thread, which paused time does not wait
+    // for: poll until it is done.
+    tokio::time::advance(METRICS_WRITE_GAP).await;
+    for _ in 0..1000 {
+        if metrics.writes() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(metrics.writes(), 1, "fifty changes, one write");
+    // The scrape sends that text: the last result (up) without a write of its own.
+    assert!(series_of(&metrics.render_chunks_ahead()).contains(&up_line(spec, 1)));
+    assert_eq!(metrics.writes(), 1);
+    // With nothing new, the writer stays idle however long.
+    tokio::time::advance(METRICS_WRITE_GAP * 10).await;
+    tokio::task::yield_now().await;
+    assert_eq!(metrics.writes(), 1);
+    writer.abort();
+}

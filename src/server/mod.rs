@@ -99,7 +99,7 @@ async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> R
     }
     // Sent in pieces: the large cached part of the text is shared between scrapes, not
     // copied into each answer.
-    let chunks = exporter.render_chunks();
+    let chunks = exporter.scrape_chunks();
     let body = axum::body::Body::from_stream(futures::stream::iter(
         chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
     ));

@@ -94,6 +94,15 @@ async fn wait_for(exporter: &TestExporter, what: &str, cond: impl Fn(&Samples) -
     }
 }
 
+/// The failure reason the check series of `check="canary"` show, once they exist.
+fn core_reason(s: &Samples) -> Option<String> {
+    let found = s.find(
+        "glitchtip_probe_failure_reason",
+        &[("target", "stub"), ("check", "canary")],
+    );
+    found.first().map(|(labels, _)| labels["reason"].clone())
+}
+
 fn ingest(s: &Samples, name: &str) -> f64 {
     s.get(name, &[("target", "stub")])
 }
@@ -131,8 +140,10 @@ async fn healthy_pipeline_shows_the_event_and_its_lag() {
     })
     .await;
     let exporter = setup.start("").await;
+    // The check series (`check="canary"`) are written ahead, up to a second after the
+    // `glitchtip_ingest_*` ones (written at each scrape): wait for both.
     let s = wait_for(&exporter, "two visible canaries", |s| {
-        canaries(s, "visible") >= 2.0
+        canaries(s, "visible") >= 2.0 && core_reason(s).as_deref() == Some("none")
     })
     .await;
     assert_eq!(ingest(&s, "glitchtip_ingest_up"), 1.0);
@@ -210,7 +221,7 @@ async fn throttled_ingest_gets_nothing_before_retry_after() {
     .await;
     let exporter = setup.start("").await;
     let s = wait_for(&exporter, "two throttled canaries", |s| {
-        canaries(s, "throttled") >= 2.0
+        canaries(s, "throttled") >= 2.0 && core_reason(s).as_deref() == Some("status")
     })
     .await;
     assert_eq!(ingest_reason(&s), "throttled");
