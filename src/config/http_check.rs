@@ -2,9 +2,6 @@
 //! its overrides) into a [`CheckKind::Http`] spec — method, URL, expectations, headers and
 //! secrets, TLS options and proxy.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use rustls::pki_types::ServerName;
 
@@ -12,7 +9,7 @@ use super::raw::{RawStatus, RawTls};
 use super::secrets::read_secret;
 use super::target::{CheckInput, check_schedule};
 use super::values::{parse_http_url, parse_proxy};
-use super::{ConfigError, Context, defaults};
+use super::{ConfigError, Context, Fingerprint, defaults};
 use crate::checks::{
     BodyExpectations, CheckKind, CheckSpec, HttpCheck, JsonExpectation, JsonPath, StatusSet,
 };
@@ -130,7 +127,7 @@ pub(super) fn build(
     };
 
     let mut headers = HeaderMap::new();
-    let mut secret_hasher = DefaultHasher::new();
+    let mut fingerprint = Fingerprint::default();
     for (scope_key, map) in [
         (format!("targets.{target_name}.headers"), &target.headers),
         (field("headers"), &check.headers),
@@ -168,7 +165,7 @@ pub(super) fn build(
     }
     if let Some(secret) = &check.bearer_token {
         let token = read_secret(secret, &field("bearer_token"), ctx)?;
-        token.hash(&mut secret_hasher);
+        fingerprint.secret(&token);
         let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             invalid(
                 &field("bearer_token"),
@@ -181,7 +178,7 @@ pub(super) fn build(
     if let Some(auth) = &check.basic_auth {
         use base64::Engine as _;
         let password = read_secret(&auth.password, &field("basic_auth.password"), ctx)?;
-        password.hash(&mut secret_hasher);
+        fingerprint.secret(&password);
         let encoded = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{password}", auth.username));
         let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
@@ -232,24 +229,17 @@ pub(super) fn build(
         None => None,
     };
 
-    let mut hasher = DefaultHasher::new();
-    check.hash(&mut hasher);
-    (
-        target_name,
-        base.as_str(),
-        &target.headers,
-        &target.tls,
-        &target.proxy,
-    )
-        .hash(&mut hasher);
-    (
-        schedule.interval,
-        schedule.timeout,
-        schedule.retry_interval,
-        max_body_bytes,
-    )
-        .hash(&mut hasher);
-    secret_hasher.finish().hash(&mut hasher);
+    fingerprint
+        .add(check)
+        .add(&(
+            target_name,
+            base.as_str(),
+            &target.headers,
+            &target.tls,
+            &target.proxy,
+        ))
+        .add(&schedule)
+        .add(&max_body_bytes);
 
     Ok(CheckSpec {
         target: target_name.to_owned(),
@@ -275,7 +265,7 @@ pub(super) fn build(
             server_name,
             proxy,
         }),
-        fingerprint: hasher.finish(),
+        fingerprint: fingerprint.finish(),
     })
 }
 

@@ -10,10 +10,12 @@
 //! checks share (timing, the merge of default checks with the configured ones); each kind
 //! of check is built in its own file (`http_check.rs`, `tls_check.rs`; the canary, the
 //! queue and the heartbeats beside their code, in `canary/config.rs`, `queue/config.rs` and
-//! `heartbeat/config.rs`). `secrets.rs` reads secrets from files and the environment, and
-//! `values.rs` holds what several places validate alike: names, URLs, proxies.
+//! `heartbeat/config.rs`). `secrets.rs` reads secrets from files and the environment,
+//! `values.rs` holds what several places validate alike (names, URLs, proxies), and
+//! `fingerprint.rs` the hash by which a reload tells a changed check from an unchanged one.
 
 pub mod defaults;
+mod fingerprint;
 mod http_check;
 pub mod raw;
 mod secrets;
@@ -31,6 +33,7 @@ use url::Url;
 
 use crate::checks::CheckSpec;
 use crate::net::tls::ClientConfigCache;
+pub(crate) use fingerprint::Fingerprint;
 use raw::{RawConfig, RawTarget};
 pub(crate) use secrets::read_secret;
 use values::parse_http_url;

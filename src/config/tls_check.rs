@@ -1,15 +1,12 @@
 //! The `tls` check of a target: its own handshake against the target's host (or
 //! `address`), the certificate chain judged apart from it ([`crate::checks::tls`]).
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-
 use rustls::pki_types::ServerName;
 
 use super::raw::RawTls;
 use super::target::{CheckInput, check_schedule};
 use super::values::parse_proxy;
-use super::{ConfigError, Context};
+use super::{ConfigError, Context, Fingerprint};
 use crate::checks::tls::CHECK_NAME as TLS_CHECK;
 use crate::checks::{CheckKind, CheckSpec, TlsCheck};
 use crate::net::tls::ClientConfigCache;
@@ -125,19 +122,19 @@ pub(super) fn build(
         None => None,
     };
 
-    let mut hasher = DefaultHasher::new();
-    check.hash(&mut hasher);
-    (
-        TLS_CHECK,
-        target_name,
-        base.as_str(),
-        &target.tls,
-        &target.proxy,
-    )
-        .hash(&mut hasher);
-    (schedule.interval, schedule.timeout, schedule.retry_interval).hash(&mut hasher);
-    // A CA file rewritten in place changes the check too.
-    roots.digest().hash(&mut hasher);
+    let fingerprint = Fingerprint::default()
+        .add(check)
+        .add(&(
+            TLS_CHECK,
+            target_name,
+            base.as_str(),
+            &target.tls,
+            &target.proxy,
+        ))
+        .add(&schedule)
+        // A CA file rewritten in place changes the check too.
+        .add(&roots.digest())
+        .finish();
 
     Ok(CheckSpec {
         target: target_name.to_owned(),
@@ -150,7 +147,7 @@ pub(super) fn build(
             roots,
             proxy,
         }),
-        fingerprint: hasher.finish(),
+        fingerprint,
     })
 }
 
