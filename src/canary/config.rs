@@ -6,8 +6,6 @@
 //! [`crate::config::defaults`]); the target's and `[defaults]` timing keys are for the
 //! HTTP checks. It uses the target's `tls` (trust, verification, server name) and `proxy`.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +18,7 @@ use super::dsn::Dsn;
 use super::{CHECK_NAME, CanaryCheck, Endpoint, Lookup, Runtime, client};
 use crate::checks::{CheckKind, CheckSpec, Schedule};
 use crate::config::raw::{RawSecret, RawTarget, RawTls};
-use crate::config::{ConfigError, Context, defaults, parse_proxy, read_secret};
+use crate::config::{ConfigError, Context, Fingerprint, defaults, parse_proxy, read_secret};
 use crate::net::tls::ClientConfigCache;
 
 /// `[targets.<name>.canary]`, as written.
@@ -72,7 +70,7 @@ pub fn build(
     }
     let key = format!("targets.{target_name}.canary");
     let field = |f: &str| format!("{key}.{f}");
-    let mut secrets = DefaultHasher::new();
+    let mut fingerprint = Fingerprint::default();
 
     let dsn_source = raw.dsn.as_ref().ok_or_else(|| {
         ctx.invalid(
@@ -81,7 +79,7 @@ pub fn build(
         )
     })?;
     let dsn_text = read_secret(dsn_source, &field("dsn"), ctx)?;
-    dsn_text.hash(&mut secrets);
+    fingerprint.secret(&dsn_text);
     let dsn = Dsn::parse(&dsn_text).map_err(|e| {
         ctx.invalid(
             &field("dsn"),
@@ -98,7 +96,7 @@ pub fn build(
         )
     })?;
     let token = read_secret(token_source, &field("token"), ctx)?;
-    token.hash(&mut secrets);
+    fingerprint.secret(&token);
     let authorization = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
         .ok()
         .filter(|_| token.trim().bytes().all(|b| b.is_ascii_graphic()))
@@ -219,18 +217,16 @@ pub fn build(
         proxy,
     };
 
-    let mut hasher = DefaultHasher::new();
-    raw.hash(&mut hasher);
-    (
-        CHECK_NAME,
-        target_name,
-        base.as_str(),
-        &target.tls,
-        &target.proxy,
-    )
-        .hash(&mut hasher);
-    (schedule.interval, schedule.timeout, schedule.retry_interval).hash(&mut hasher);
-    secrets.finish().hash(&mut hasher);
+    fingerprint
+        .add(raw)
+        .add(&(
+            CHECK_NAME,
+            target_name,
+            base.as_str(),
+            &target.tls,
+            &target.proxy,
+        ))
+        .add(&schedule);
 
     let mut api_base = base.clone();
     api_base.set_query(None);
@@ -252,6 +248,6 @@ pub fn build(
             insecure_skip_verify,
             runtime: Arc::new(Runtime::default()),
         })),
-        fingerprint: hasher.finish(),
+        fingerprint: fingerprint.finish(),
     }))
 }

@@ -3,26 +3,20 @@
 //!
 //! It speaks HTTP/1.1 through hyper's connection API rather than a pooled client, so that
 //! every probe really resolves, connects and shakes hands (the phase metrics would lie
-//! otherwise), and so that no proxy is taken from the environment.
-
-use std::net::{IpAddr, SocketAddr};
+//! otherwise), and so that no proxy is taken from the environment. That exchange is
+//! [`crate::net::exchange::send`], shared with the ingest canary; what is here is the
+//! check's part: redirects, the body limit, and judging the answer.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HOST, LOCATION, USER_AGENT};
-use http::{HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
+use http::header::{CONTENT_LENGTH, LOCATION};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 use url::Url;
 
 use super::{Failure, Found, HttpCheck, Phase, ProbeEnv, Reason, Trace};
 use crate::config::defaults::MAX_LABEL_VALUE_CHARS;
-use crate::net::connect::{proxy_tunnel, tcp_connect};
-
-/// The `User-Agent` of every probe unless a check sets its own.
-pub const USER_AGENT_VALUE: &str = concat!("glitchtip-exporter/", env!("CARGO_PKG_VERSION"));
+use crate::net::exchange::{AbortOnDrop, Route, send};
 
 /// Probes `check` once. The dispatcher owns the deadline.
 pub async fn probe(check: &HttpCheck, env: &ProbeEnv, trace: &mut Trace) -> Result<Found, Failure> {
@@ -71,67 +65,30 @@ struct Answer {
     connection: AbortOnDrop,
 }
 
-/// Resolve, connect, shake hands, send, and wait for the response headers.
+/// One exchange up to the response headers, which say whether to follow a redirect and
+/// whether the declared body is too large.
 async fn exchange(
     check: &HttpCheck,
     url: &Url,
     env: &ProbeEnv,
     trace: &mut Trace,
 ) -> Result<Answer, Failure> {
-    let https = url.scheme() == "https";
-    let host = url
-        .host_str()
-        .ok_or_else(|| Failure::new(Reason::Http, "URL without a host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| Failure::new(Reason::Http, "URL without a port"))?;
-    let (dial_host, dial_port) = match &check.proxy {
-        Some((proxy_host, proxy_port)) => (proxy_host.as_str(), *proxy_port),
-        None => (host, port),
+    let route = Route {
+        tls: &check.tls,
+        server_name: check.server_name.as_ref(),
+        proxy: check.proxy.as_ref(),
     };
-
-    trace.enter(Phase::Resolve);
-    let addrs = resolve(env, dial_host, dial_port).await?;
-
-    trace.enter(Phase::Connect);
-    let mut stream = tcp_connect(&addrs)
-        .await
-        .map_err(|e| Failure::new(Reason::Connect, e.to_string()))?;
-    if check.proxy.is_some() && https {
-        proxy_tunnel(&mut stream, &format!("{host}:{port}"))
-            .await
-            .map_err(|e| Failure::new(Reason::Connect, e.to_string()))?;
-    }
-
-    let io: Box<dyn Io> = if https {
-        trace.enter(Phase::Tls);
-        let server_name = match &check.server_name {
-            Some(name) => name.clone(),
-            None => ServerName::try_from(host.to_owned())
-                .map_err(|_| Failure::new(Reason::Tls, "host is not a valid TLS server name"))?,
-        };
-        let tls = tokio_rustls::TlsConnector::from(check.tls.clone())
-            .connect(server_name, stream)
-            .await
-            .map_err(|e| Failure::new(Reason::Tls, e.to_string()))?;
-        Box::new(tls)
-    } else {
-        Box::new(stream)
-    };
-
-    trace.enter(Phase::Processing);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| Failure::new(Reason::Http, e.to_string()))?;
-    let connection = AbortOnDrop(tokio::spawn(async move {
-        let _ = connection.await;
-    }));
-    let request = build_request(check, url, host, port, https)?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| Failure::new(Reason::Http, e.to_string()))?;
+    let body = check.request_body.clone().unwrap_or_default();
+    let (response, connection) = send(
+        env,
+        route,
+        check.method.clone(),
+        url,
+        &check.headers,
+        body,
+        trace,
+    )
+    .await?;
     trace.close();
 
     let status = response.status();
@@ -160,63 +117,6 @@ async fn exchange(
         body: response.into_body(),
         connection,
     })
-}
-
-/// Resolves `host` (an IP literal skips the resolver); shared with the TLS prober.
-pub(super) async fn resolve(
-    env: &ProbeEnv,
-    host: &str,
-    port: u16,
-) -> Result<Vec<SocketAddr>, Failure> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    match env.resolver.resolve(host, port).await {
-        Ok(addrs) if !addrs.is_empty() => Ok(addrs),
-        Ok(_) => Err(Failure::new(Reason::Dns, "name resolved to no address")),
-        Err(e) => Err(Failure::new(Reason::Dns, e.to_string())),
-    }
-}
-
-fn build_request(
-    check: &HttpCheck,
-    url: &Url,
-    host: &str,
-    port: u16,
-    https: bool,
-) -> Result<Request<Full<Bytes>>, Failure> {
-    // Through a proxy, plain HTTP uses the absolute form; everything else the origin form.
-    let target = if check.proxy.is_some() && !https {
-        url.as_str().to_owned()
-    } else {
-        let mut target = url.path().to_owned();
-        if let Some(query) = url.query() {
-            target.push('?');
-            target.push_str(query);
-        }
-        target
-    };
-    let mut request = Request::builder()
-        .method(check.method.clone())
-        .uri(target)
-        .body(Full::new(check.request_body.clone().unwrap_or_default()))
-        .map_err(|e| Failure::new(Reason::Http, e.to_string()))?;
-    let headers = request.headers_mut();
-    let default_port = if https { 443 } else { 80 };
-    let authority = match (host.parse::<IpAddr>(), port == default_port) {
-        (Ok(IpAddr::V6(_)), true) => format!("[{host}]"),
-        (Ok(IpAddr::V6(_)), false) => format!("[{host}]:{port}"),
-        (_, true) => host.to_owned(),
-        (_, false) => format!("{host}:{port}"),
-    };
-    if let Ok(value) = HeaderValue::from_str(&authority) {
-        headers.insert(HOST, value);
-    }
-    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-    for (name, value) in &check.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    Ok(request)
 }
 
 /// Reads the body up to `max` bytes; more is a failure, not more memory.
@@ -325,17 +225,4 @@ fn version_label(value: &serde_json::Value) -> Option<String> {
         _ => return None,
     };
     Some(text.chars().take(MAX_LABEL_VALUE_CHARS).collect())
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Ends the connection task when the probe ends, finished or cancelled by its deadline, so
-/// that a silent server never keeps a task alive.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

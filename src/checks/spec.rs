@@ -63,7 +63,7 @@ impl CheckSpec {
 }
 
 /// Timing of a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Schedule {
     /// Time between probes (interval mode); least time between probes (scrape mode).
     pub interval: Duration,

@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use rustls::ProtocolVersion;
 
-use super::http::resolve;
 use super::{Failure, Found, Phase, ProbeEnv, Reason, TlsCheck, Trace};
 use crate::clock::unix_seconds;
 use crate::config::defaults::MAX_LABEL_VALUE_CHARS;
-use crate::net::connect::{proxy_tunnel, tcp_connect};
+use crate::net::exchange::{dial, tunnel};
 use crate::net::tls::{AcceptAnyCertificate, provider};
 use crate::net::x509::{self, Problem};
 
@@ -166,22 +165,14 @@ pub async fn probe(check: &TlsCheck, env: &ProbeEnv, trace: &mut Trace) -> Resul
         Some((host, port)) => (host.as_str(), *port),
         None => (check.host.as_str(), check.port),
     };
-    trace.enter(Phase::Resolve);
-    let addrs = resolve(env, dial_host, dial_port).await?;
-
-    trace.enter(Phase::Connect);
-    let mut stream = tcp_connect(&addrs)
-        .await
-        .map_err(|e| Failure::new(Reason::Connect, e.to_string()))?;
+    let mut stream = dial(env, dial_host, dial_port, trace).await?;
     if check.proxy.is_some() {
         let authority = if check.host.contains(':') {
             format!("[{}]:{}", check.host, check.port)
         } else {
             format!("{}:{}", check.host, check.port)
         };
-        proxy_tunnel(&mut stream, &authority)
-            .await
-            .map_err(|e| Failure::new(Reason::Connect, e.to_string()))?;
+        tunnel(&mut stream, &authority).await?;
     }
 
     trace.enter(Phase::Tls);

@@ -2,9 +2,11 @@
 //! (injectable, so that tests never ask the system resolver), TCP connect with an optional
 //! HTTP proxy tunnel, the rustls client configurations built once at config load, and the
 //! certificate-chain checks ([`x509`]) that judge a presented chain apart from the
-//! handshake.
+//! handshake. [`exchange`] puts these together into the steps the probers share, timed
+//! and with their failure reasons: dial, and one HTTP/1.1 exchange.
 
 pub mod connect;
+pub mod exchange;
 pub mod resolver;
 pub mod tls;
 pub mod x509;

@@ -1,8 +1,6 @@
 //! `[targets.<name>.queue]`: the raw form as written, and its validation into a
 //! [`QueueSpec`]. Kept beside the queue code; [`crate::config`] calls [`build`].
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +10,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::raw::{RawSecret, RawTls};
-use crate::config::{ConfigError, Context, defaults, read_secret};
+use crate::config::{ConfigError, Context, Fingerprint, defaults, read_secret};
 use crate::net::tls::{AcceptAnyCertificate, provider, root_store};
 
 /// `[targets.<name>.queue]`, as written.
@@ -183,11 +181,11 @@ pub fn build(
                 .ok_or_else(|| ctx.invalid(&field("url"), "a readable user name".to_owned()))?,
         ),
     };
-    let mut secrets = DefaultHasher::new();
+    let mut fingerprint = Fingerprint::default();
     let password = match &raw.password {
         Some(source) => {
             let p = read_secret(source, &field("password"), ctx)?;
-            p.hash(&mut secrets);
+            fingerprint.secret(&p);
             Some(Password(p))
         }
         None => None,
@@ -298,10 +296,7 @@ pub fn build(
         }
     };
 
-    let mut hasher = DefaultHasher::new();
-    raw.hash(&mut hasher);
-    target_name.hash(&mut hasher);
-    secrets.finish().hash(&mut hasher);
+    fingerprint.add(raw).add(&target_name);
     Ok(Some(QueueSpec {
         target: target_name.to_owned(),
         host,
@@ -315,7 +310,7 @@ pub fn build(
         interval,
         timeout,
         workers,
-        fingerprint: hasher.finish(),
+        fingerprint: fingerprint.finish(),
     }))
 }
 

@@ -1,0 +1,59 @@
+//! Values that several parts of the config validate the same way: names (label values and
+//! environment-variable segments), http(s) URLs and proxy URLs.
+
+use url::Url;
+
+/// An absolute `http://` or `https://` URL without credentials.
+pub(super) fn parse_http_url(text: &str) -> Result<Url, String> {
+    let expected = || format!("an absolute http:// or https:// URL, got {text:?}");
+    let url = Url::parse(text).map_err(|_| expected())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(expected());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("a URL without credentials (use basic_auth with a password file)".to_owned());
+    }
+    Ok(url)
+}
+
+/// An `http://` proxy URL as `(host, port)`.
+pub(crate) fn parse_proxy(text: &str) -> Result<(String, u16), String> {
+    let u = Url::parse(text)
+        .ok()
+        .filter(|u| u.scheme() == "http" && u.host_str().is_some())
+        .ok_or_else(|| {
+            format!("an http:// proxy URL such as \"http://proxy:3128\", got {text:?}")
+        })?;
+    Ok((
+        u.host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        u.port_or_known_default().unwrap_or(80),
+    ))
+}
+
+/// Target names are label values and environment variable segments: lowercase letters,
+/// digits, `_` and `-`, starting with a letter or digit, without `__` (the nesting
+/// separator).
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && !name.contains("__");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "a name of at most 63 lowercase letters, digits, '_' and '-', starting with a letter or digit, without \"__\", got {name:?}"
+        ))
+    }
+}
+
+pub(super) fn check_name_valid(name: &str) -> Result<(), String> {
+    check_name(name)
+}

@@ -1,0 +1,272 @@
+//! The way from a probe to its server, in the terms every prober reports: each step timed
+//! as its phase of the probe's [`Trace`], each failure given the reason it has for every
+//! kind of check (`dns`, `connect`, `tls`, `http`).
+//!
+//! [`dial`] resolves and connects, for every prober that opens a connection; [`send`] is
+//! one HTTP/1.1 exchange over a fresh connection (proxy tunnel, TLS with the configuration
+//! built at config load, hyper's connection API), for the HTTP prober and the ingest
+//! canary, so that both time and name a failure alike. Unlike the rest of [`crate::net`],
+//! this speaks the probers' vocabulary ([`Failure`], [`Reason`], [`Trace`]): it is their
+//! shared sequence, not general plumbing.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HOST, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use url::Url;
+
+use super::connect::{proxy_tunnel, tcp_connect};
+use crate::checks::{Failure, Phase, ProbeEnv, Reason, Trace};
+
+/// The `User-Agent` of every request unless a check sets its own.
+pub const USER_AGENT_VALUE: &str = concat!("glitchtip-exporter/", env!("CARGO_PKG_VERSION"));
+
+/// How an exchange reaches its server; borrowed from what the config load built.
+#[derive(Clone, Copy)]
+pub struct Route<'a> {
+    /// TLS client configuration, for `https://` URLs.
+    pub tls: &'a Arc<ClientConfig>,
+    /// SNI and verification name instead of the URL's host.
+    pub server_name: Option<&'a ServerName<'static>>,
+    /// HTTP proxy `host:port`: plain HTTP through it, HTTPS through a `CONNECT` tunnel.
+    pub proxy: Option<&'a (String, u16)>,
+}
+
+/// Sends one request over a fresh connection and waits for the response headers. The
+/// caller owns the deadline and reads the body; `trace` gets the `resolve`, `connect`,
+/// `tls` (https only) and `processing` phases, the last left open. The connection lives
+/// as long as the returned [`AbortOnDrop`].
+pub async fn send(
+    env: &ProbeEnv,
+    route: Route<'_>,
+    method: Method,
+    url: &Url,
+    headers: &HeaderMap,
+    body: Bytes,
+    trace: &mut Trace,
+) -> Result<(Response<Incoming>, AbortOnDrop), Failure> {
+    let https = url.scheme() == "https";
+    let host = url
+        .host_str()
+        .ok_or_else(|| Failure::new(Reason::Http, "URL without a host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| Failure::new(Reason::Http, "URL without a port"))?;
+    let (dial_host, dial_port) = match route.proxy {
+        Some((proxy_host, proxy_port)) => (proxy_host.as_str(), *proxy_port),
+        None => (host, port),
+    };
+
+    let mut stream = dial(env, dial_host, dial_port, trace).await?;
+    if route.proxy.is_some() && https {
+        tunnel(&mut stream, &format!("{host}:{port}")).await?;
+    }
+    let io: Box<dyn Io> = if https {
+        trace.enter(Phase::Tls);
+        let server_name = match route.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(host.to_owned())
+                .map_err(|_| Failure::new(Reason::Tls, "host is not a valid TLS server name"))?,
+        };
+        let tls = tokio_rustls::TlsConnector::from(route.tls.clone())
+            .connect(server_name, stream)
+            .await
+            .map_err(|e| Failure::new(Reason::Tls, e.to_string()))?;
+        Box::new(tls)
+    } else {
+        Box::new(stream)
+    };
+
+    trace.enter(Phase::Processing);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Failure::new(Reason::Http, e.to_string()))?;
+    let connection = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let proxied = route.proxy.is_some();
+    let request = build_request(method, url, host, port, https, proxied, headers, body)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| Failure::new(Reason::Http, e.to_string()))?;
+    Ok((response, connection))
+}
+
+/// Resolves `host` and connects to it: the `resolve` and `connect` phases of `trace`, the
+/// last left open (a proxy tunnel belongs to it).
+pub async fn dial(
+    env: &ProbeEnv,
+    host: &str,
+    port: u16,
+    trace: &mut Trace,
+) -> Result<TcpStream, Failure> {
+    trace.enter(Phase::Resolve);
+    let addrs = resolve(env, host, port).await?;
+    trace.enter(Phase::Connect);
+    tcp_connect(&addrs)
+        .await
+        .map_err(|e| Failure::new(Reason::Connect, e.to_string()))
+}
+
+/// Asks the HTTP proxy on `stream` for a tunnel to `authority` (`host:port`); a refusal is
+/// a `connect` failure.
+pub async fn tunnel(stream: &mut TcpStream, authority: &str) -> Result<(), Failure> {
+    proxy_tunnel(stream, authority)
+        .await
+        .map_err(|e| Failure::new(Reason::Connect, e.to_string()))
+}
+
+/// Resolves `host`; an IP literal skips the resolver.
+async fn resolve(env: &ProbeEnv, host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    match env.resolver.resolve(host, port).await {
+        Ok(addrs) if !addrs.is_empty() => Ok(addrs),
+        Ok(_) => Err(Failure::new(Reason::Dns, "name resolved to no address")),
+        Err(e) => Err(Failure::new(Reason::Dns, e.to_string())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_request(
+    method: Method,
+    url: &Url,
+    host: &str,
+    port: u16,
+    https: bool,
+    proxied: bool,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, Failure> {
+    // Through a proxy, plain HTTP uses the absolute form; everything else the origin form.
+    let target = if proxied && !https {
+        url.as_str().to_owned()
+    } else {
+        let mut target = url.path().to_owned();
+        if let Some(query) = url.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        target
+    };
+    let mut request = Request::builder()
+        .method(method)
+        .uri(target)
+        .body(Full::new(body))
+        .map_err(|e| Failure::new(Reason::Http, e.to_string()))?;
+    let default_port = if https { 443 } else { 80 };
+    let authority = match (host.parse::<IpAddr>(), port == default_port) {
+        (Ok(IpAddr::V6(_)), true) => format!("[{host}]"),
+        (Ok(IpAddr::V6(_)), false) => format!("[{host}]:{port}"),
+        (_, true) => host.to_owned(),
+        (_, false) => format!("{host}:{port}"),
+    };
+    let h = request.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&authority) {
+        h.insert(HOST, value);
+    }
+    h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    for (name, value) in headers {
+        h.insert(name.clone(), value.clone());
+    }
+    Ok(request)
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Ends the connection task when the exchange ends, finished or dropped by its deadline,
+/// so that a silent server never keeps a task alive.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::net::resolver::StaticResolver;
+    use crate::net::tls::http_client_config;
+
+    /// A proxy that answers the first request with `answer` and hands back its first line.
+    async fn proxy(answer: &'static str) -> ((String, u16), tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            let n = stream.read(&mut buf).await.unwrap();
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            text.lines().next().unwrap_or_default().to_owned()
+        });
+        (("127.0.0.1".to_owned(), port), task)
+    }
+
+    async fn send_through(proxy: &(String, u16), url: &str) -> Result<u16, Failure> {
+        let env = ProbeEnv {
+            resolver: Arc::new(StaticResolver::new()),
+            clock: Arc::new(SystemClock),
+        };
+        let tls = http_client_config(None, false).unwrap();
+        let route = Route {
+            tls: &tls,
+            server_name: None,
+            proxy: Some(proxy),
+        };
+        let url = Url::parse(url).unwrap();
+        let mut trace = Trace::default();
+        let headers = HeaderMap::new();
+        let body = Bytes::new();
+        let (response, _connection) =
+            send(&env, route, Method::GET, &url, &headers, body, &mut trace).await?;
+        Ok(response.status().as_u16())
+    }
+
+    #[tokio::test]
+    async fn plain_http_through_a_proxy_asks_it_for_the_absolute_url() {
+        let (addr, seen) = proxy("HTTP/1.1 204 No Content\r\n\r\n").await;
+        let status = send_through(&addr, "http://glitchtip.invalid:8000/_health/?x=1").await;
+        assert_eq!(status.unwrap(), 204);
+        assert_eq!(
+            seen.await.unwrap(),
+            "GET http://glitchtip.invalid:8000/_health/?x=1 HTTP/1.1"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_through_a_proxy_that_refuses_the_tunnel_is_connect() {
+        let (addr, seen) = proxy("HTTP/1.1 403 Forbidden\r\n\r\n").await;
+        let failure = send_through(&addr, "https://glitchtip.invalid/")
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, Reason::Connect);
+        assert_eq!(failure.detail, "proxy refused CONNECT with status 403");
+        assert_eq!(
+            seen.await.unwrap(),
+            "CONNECT glitchtip.invalid:443 HTTP/1.1"
+        );
+    }
+}
