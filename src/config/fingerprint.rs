@@ -59,8 +59,13 @@ password = { env = "SECRET" }
     /// Each check's and the queue's fingerprint, by name, with `secret` in `SECRET`.
     fn fingerprints(secret: &str) -> Vec<(String, u64)> {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("exporter.toml");
-        std::fs::write(&file, CONFIG).unwrap();
+        fingerprints_in(dir.path(), CONFIG, secret)
+    }
+
+    /// As [`fingerprints`], for `config` written into `dir`.
+    fn fingerprints_in(dir: &std::path::Path, config: &str, secret: &str) -> Vec<(String, u64)> {
+        let file = dir.join("exporter.toml");
+        std::fs::write(&file, config).unwrap();
         let env = HashMap::from([
             ("SECRET".to_owned(), secret.to_owned()),
             (
@@ -95,6 +100,34 @@ password = { env = "SECRET" }
         for ((name, before), (_, after)) in first.iter().zip(&second) {
             let reads_secret = matches!(name.as_str(), "health" | "api" | "canary" | "queue");
             assert_eq!(before != after, reads_secret, "{name}");
+        }
+    }
+
+    /// A self-signed CA certificate in PEM.
+    fn ca_pem(name: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_ca_file_rewritten_in_place_changes_every_check_that_trusts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("{CONFIG}[targets.p.tls]\nca_file = \"ca.pem\"\n");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, ca_pem("first CA")).unwrap();
+        let first = fingerprints_in(dir.path(), &config, "s");
+        assert_eq!(first, fingerprints_in(dir.path(), &config, "s"));
+        std::fs::write(&ca, ca_pem("second CA")).unwrap();
+        let second = fingerprints_in(dir.path(), &config, "s");
+        assert_eq!(first.len(), 7, "{first:?}");
+        for ((name, before), (_, after)) in first.iter().zip(&second) {
+            // The queue reader speaks Redis without TLS here.
+            assert_eq!(before != after, name != "queue", "{name}");
         }
     }
 }

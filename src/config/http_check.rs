@@ -199,14 +199,17 @@ pub(super) fn build(
     };
     let insecure_skip_verify = tls_raw.insecure_skip_verify.unwrap_or(false);
     let ca_file = tls_raw.ca_file.as_deref().map(|p| ctx.path(p));
+    let ca_error = |e| {
+        invalid(
+            &format!("{tls_key}.ca_file"),
+            format!("a readable PEM file of CA certificates ({e})"),
+        )
+    };
     let tls = tls_cache
         .get(ca_file.as_deref(), insecure_skip_verify)
-        .map_err(|e| {
-            invalid(
-                &format!("{tls_key}.ca_file"),
-                format!("a readable PEM file of CA certificates ({e})"),
-            )
-        })?;
+        .map_err(ca_error)?;
+    // A CA file rewritten in place changes the check too, as for the TLS check.
+    let ca_digest = tls_cache.ca_digest(ca_file.as_deref()).map_err(ca_error)?;
     let server_name = match &tls_raw.server_name {
         Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {
             invalid(
@@ -230,6 +233,7 @@ pub(super) fn build(
     };
 
     fingerprint
+        .add(&ca_digest)
         .add(check)
         .add(&(
             target_name,

@@ -70,7 +70,13 @@ pub async fn send(
 
     let mut stream = dial(env, dial_host, dial_port, trace).await?;
     if route.proxy.is_some() && https {
-        tunnel(&mut stream, &format!("{host}:{port}")).await?;
+        // An IPv6 literal in brackets, as the TLS prober sends it.
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        tunnel(&mut stream, &authority).await?;
     }
     let io: Box<dyn Io> = if https {
         trace.enter(Phase::Tls);
@@ -268,5 +274,15 @@ mod tests {
             seen.await.unwrap(),
             "CONNECT glitchtip.invalid:443 HTTP/1.1"
         );
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_literal_goes_through_the_tunnel_in_brackets() {
+        let (addr, seen) = proxy("HTTP/1.1 403 Forbidden\r\n\r\n").await;
+        let failure = send_through(&addr, "https://[::1]:8443/")
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, Reason::Connect);
+        assert_eq!(seen.await.unwrap(), "CONNECT [::1]:8443 HTTP/1.1");
     }
 }

@@ -142,6 +142,15 @@ impl ClientConfigCache {
         Ok(roots)
     }
 
+    /// A hash of the CA file's certificates (0 without one), for the fingerprint of the
+    /// checks that use it: a CA file rewritten in place then restarts them on reload.
+    pub fn ca_digest(&mut self, ca_file: Option<&Path>) -> Result<u64, TlsConfigError> {
+        match ca_file {
+            Some(_) => Ok(self.trust_roots(ca_file)?.digest()),
+            None => Ok(0),
+        }
+    }
+
     /// The configuration for these options, built on first use.
     pub fn get(
         &mut self,
