@@ -2,15 +2,25 @@
 //! reader), so that a reload restarts exactly those that changed and the others keep their
 //! state. Written once here so that every builder hashes the same way, secrets included.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
+use std::sync::OnceLock;
+
+/// The hash key, random per process: fingerprints are only compared within one process
+/// (across reloads), and a fingerprint that mixes in a secret must not be a fixed function
+/// of it that could be tried offline, should one ever be shown.
+static KEY: OnceLock<RandomState> = OnceLock::new();
 
 /// A config fingerprint under construction: every builder adds what defines its check,
 /// then stores [`Fingerprint::finish`] in the spec.
 ///
 /// Not `Debug` or `Clone`: it has taken in secrets.
-#[derive(Default)]
 pub(crate) struct Fingerprint(DefaultHasher);
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Self(KEY.get_or_init(RandomState::new).build_hasher())
+    }
+}
 
 impl Fingerprint {
     /// Adds a part of the config (a raw table, names, the schedule, …).

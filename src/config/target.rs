@@ -10,7 +10,7 @@ use std::sync::Arc;
 use url::Url;
 
 use super::raw::{RawCheck, RawConfig, RawTarget};
-use super::values::{check_name_valid, parse_http_url};
+use super::values::{check_name as valid_name, parse_http_url};
 use super::{ConfigError, Context, Target, defaults, http_check, tls_check};
 use crate::checks::Schedule;
 use crate::checks::tls::CHECK_NAME as TLS_CHECK;
@@ -44,7 +44,7 @@ pub(super) fn build(
         }
     }
     for (check_name, over) in &target.checks {
-        check_name_valid(check_name)
+        valid_name(check_name)
             .map_err(|e| ctx.invalid(&format!("{key}.checks.{check_name}"), e))?;
         if check_name == crate::canary::CHECK_NAME {
             return Err(ctx.invalid(

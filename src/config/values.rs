@@ -53,7 +53,3 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
         ))
     }
 }
-
-pub(super) fn check_name_valid(name: &str) -> Result<(), String> {
-    check_name(name)
-}

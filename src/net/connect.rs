@@ -2,13 +2,46 @@
 //! phases it reports are real. Optionally through an HTTP proxy (`CONNECT` tunnel).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::resolver::Resolver;
 
 /// The longest proxy answer to a `CONNECT` that is read before giving up.
 const MAX_PROXY_RESPONSE_BYTES: usize = 8 * 1024;
+
+/// The addresses of `host` (an IP literal skips the resolver); the error says why there
+/// are none, for a `dns` failure.
+pub async fn resolve(
+    resolver: &dyn Resolver,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    match resolver.resolve(host, port).await {
+        Ok(addrs) if !addrs.is_empty() => Ok(addrs),
+        Ok(_) => Err("name resolved to no address".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A connection as the protocol on top sees it: plain TCP or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Ends a connection's driver task when its user is done, finished or dropped by its
+/// deadline, so that a silent server never keeps a task alive.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Connects to the first address that accepts, trying them in order; the last error wins.
 pub async fn tcp_connect(addrs: &[SocketAddr]) -> io::Result<TcpStream> {

@@ -9,7 +9,7 @@
 //! this speaks the probers' vocabulary ([`Failure`], [`Reason`], [`Trace`]): it is their
 //! shared sequence, not general plumbing.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,11 +20,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use url::Url;
 
-use super::connect::{proxy_tunnel, tcp_connect};
+pub use super::connect::AbortOnDrop;
+use super::connect::{Io, proxy_tunnel, resolve, tcp_connect};
 use crate::checks::{Failure, Phase, ProbeEnv, Reason, Trace};
 
 /// The `User-Agent` of every request unless a check sets its own.
@@ -119,7 +119,9 @@ pub async fn dial(
     trace: &mut Trace,
 ) -> Result<TcpStream, Failure> {
     trace.enter(Phase::Resolve);
-    let addrs = resolve(env, host, port).await?;
+    let addrs = resolve(env.resolver.as_ref(), host, port)
+        .await
+        .map_err(|e| Failure::new(Reason::Dns, e))?;
     trace.enter(Phase::Connect);
     tcp_connect(&addrs)
         .await
@@ -132,18 +134,6 @@ pub async fn tunnel(stream: &mut TcpStream, authority: &str) -> Result<(), Failu
     proxy_tunnel(stream, authority)
         .await
         .map_err(|e| Failure::new(Reason::Connect, e.to_string()))
-}
-
-/// Resolves `host`; an IP literal skips the resolver.
-async fn resolve(env: &ProbeEnv, host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    match env.resolver.resolve(host, port).await {
-        Ok(addrs) if !addrs.is_empty() => Ok(addrs),
-        Ok(_) => Err(Failure::new(Reason::Dns, "name resolved to no address")),
-        Err(e) => Err(Failure::new(Reason::Dns, e.to_string())),
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -189,19 +179,6 @@ fn build_request(
         h.insert(name.clone(), value.clone());
     }
     Ok(request)
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Ends the connection task when the exchange ends, finished or dropped by its deadline,
-/// so that a silent server never keeps a task alive.
-pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

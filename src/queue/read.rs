@@ -10,17 +10,15 @@
 //! exporter's one crypto provider. A fresh connection per read: nothing stale survives a
 //! Redis restart.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisConnectionInfo, RedisError, ServerErrorKind};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::config::{LayoutChoice, QueueSpec};
 use crate::clock::{Clock, unix_seconds};
 use crate::config::defaults::{MAX_LABEL_VALUE_CHARS, QUEUE_PREFIXES};
-use crate::net::connect::tcp_connect;
+use crate::net::connect::{AbortOnDrop, Io, resolve, tcp_connect};
 use crate::net::resolver::Resolver;
 
 /// The queues of the vtasks layout: ready lists `<prefix>:q:<name>`.
@@ -147,18 +145,6 @@ impl Reading {
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Ends the connection's driver task when the read ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Reads once; the caller owns the deadline (a read cut by it is a `timeout`).
 pub async fn read(spec: &QueueSpec, resolver: &Arc<dyn Resolver>, clock: &dyn Clock) -> Reading {
     let (mut conn, _driver) = match connect(spec, resolver).await {
@@ -178,19 +164,9 @@ async fn connect(
     spec: &QueueSpec,
     resolver: &Arc<dyn Resolver>,
 ) -> Result<(MultiplexedConnection, AbortOnDrop), Reading> {
-    let addrs: Vec<SocketAddr> = match spec.host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, spec.port)],
-        Err(_) => match resolver.resolve(&spec.host, spec.port).await {
-            Ok(addrs) if !addrs.is_empty() => addrs,
-            Ok(_) => {
-                return Err(Reading::failed(
-                    QueueReason::Dns,
-                    "name resolved to no address",
-                ));
-            }
-            Err(e) => return Err(Reading::failed(QueueReason::Dns, e.to_string())),
-        },
-    };
+    let addrs = resolve(resolver.as_ref(), &spec.host, spec.port)
+        .await
+        .map_err(|e| Reading::failed(QueueReason::Dns, e))?;
     let stream = tcp_connect(&addrs)
         .await
         .map_err(|e| Reading::failed(QueueReason::Connect, e.to_string()))?;
