@@ -403,17 +403,12 @@ impl Exporter {
     /// [`Metrics::render_chunks_ahead`]), so that a scrape of 10,000 checks writes nothing.
     /// Scrape mode: every result of the scrape's own probes ([`Exporter::render_chunks`]).
     pub fn scrape_chunks(&self) -> Vec<bytes::Bytes> {
-        if self.config().mode == Mode::Scrape {
-            return self.render_chunks();
-        }
-        let mut chunks = self.metrics.render_chunks_ahead();
+        let mut chunks = match self.config().mode {
+            Mode::Scrape => self.metrics.render_chunks(),
+            Mode::Interval => self.metrics.render_chunks_ahead(),
+        };
         chunks.push(self.render_rest().into());
         chunks
-    }
-
-    /// Texts of the check series written so far (for tests and benchmarks).
-    pub fn metrics_writes(&self) -> u64 {
-        self.metrics.writes()
     }
 
     /// The series rendered at every scrape, after the check series.

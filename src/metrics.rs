@@ -76,7 +76,7 @@ pub struct Metrics {
     /// Held while a text is written, so that one write serves every scrape that waits for
     /// it. std Mutex: nothing async happens while held.
     writing: Mutex<()>,
-    /// Texts written so far.
+    /// Texts written so far (the tests count them).
     writes: AtomicU64,
     /// How long the background writer waits between two writes, in µs (see
     /// [`METRICS_WRITE_GAP`]).
@@ -389,12 +389,10 @@ impl Metrics {
     /// that took (`None`: nothing to write). Blocks for the write (milliseconds at 10,000
     /// checks): call it off the async workers.
     pub fn refresh(&self) -> Option<Duration> {
-        let generation = self.generation.load(Ordering::Acquire);
-        let current = lock(&self.cache)
-            .text
-            .as_ref()
-            .is_some_and(|t| t.generation >= generation);
-        if current {
+        if self
+            .cached(self.generation.load(Ordering::Acquire))
+            .is_some()
+        {
             return None;
         }
         let start = std::time::Instant::now();
@@ -421,8 +419,9 @@ impl Metrics {
         }
     }
 
-    /// Texts written so far (for tests and benchmarks).
-    pub fn writes(&self) -> u64 {
+    /// Texts written so far.
+    #[cfg(test)]
+    pub(crate) fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use url::Url;
 
@@ -18,7 +17,9 @@ use super::dsn::Dsn;
 use super::{CHECK_NAME, CanaryCheck, Endpoint, Lookup, Runtime, client};
 use crate::checks::{CheckKind, CheckSpec, Schedule};
 use crate::config::raw::{RawSecret, RawTarget, RawTls};
-use crate::config::{ConfigError, Context, Fingerprint, defaults, parse_proxy, read_secret};
+use crate::config::{
+    ConfigError, Context, Fingerprint, client_tls, defaults, parse_proxy, read_secret,
+};
 use crate::net::tls::ClientConfigCache;
 
 /// `[targets.<name>.canary]`, as written.
@@ -174,28 +175,7 @@ pub fn build(
 
     let tls_raw: RawTls = target.tls.clone().unwrap_or_default();
     let tls_key = format!("targets.{target_name}.tls");
-    let insecure_skip_verify = tls_raw.insecure_skip_verify.unwrap_or(false);
-    let ca_file = tls_raw.ca_file.as_deref().map(|p| ctx.path(p));
-    let ca_error = |e| {
-        ctx.invalid(
-            &format!("{tls_key}.ca_file"),
-            format!("a readable PEM file of CA certificates ({e})"),
-        )
-    };
-    let tls = tls_cache
-        .get(ca_file.as_deref(), insecure_skip_verify)
-        .map_err(ca_error)?;
-    // A CA file rewritten in place changes the canary too, as for the TLS check.
-    let ca_digest = tls_cache.ca_digest(ca_file.as_deref()).map_err(ca_error)?;
-    let server_name = match &tls_raw.server_name {
-        Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {
-            ctx.invalid(
-                &format!("{tls_key}.server_name"),
-                format!("a DNS name or IP address, got {n:?}"),
-            )
-        })?),
-        None => None,
-    };
+    let tls = client_tls(&tls_raw, &tls_key, tls_cache, ctx)?;
     let proxy = match &target.proxy {
         Some(p) => Some(
             parse_proxy(p).map_err(|e| ctx.invalid(&format!("targets.{target_name}.proxy"), e))?,
@@ -208,20 +188,22 @@ pub fn build(
         .trim_start_matches('[')
         .trim_end_matches(']');
     let api = client::Connection {
-        tls: tls.clone(),
-        server_name: server_name.clone(),
+        tls: tls.config.clone(),
+        server_name: tls.server_name.clone(),
         proxy: proxy.clone(),
     };
     // The target's server name is for the target's host; a DSN on another host is
     // verified against its own name.
     let ingest = client::Connection {
-        tls,
-        server_name: server_name.filter(|_| dsn.host().eq_ignore_ascii_case(base_host)),
+        tls: tls.config,
+        server_name: tls
+            .server_name
+            .filter(|_| dsn.host().eq_ignore_ascii_case(base_host)),
         proxy,
     };
 
     fingerprint
-        .add(&ca_digest)
+        .add(&tls.ca_digest)
         .add(raw)
         .add(&(
             CHECK_NAME,
@@ -249,7 +231,7 @@ pub fn build(
             authorization,
             organization,
             lookup,
-            insecure_skip_verify,
+            insecure_skip_verify: tls.insecure_skip_verify,
             runtime: Arc::new(Runtime::default()),
         })),
         fingerprint: fingerprint.finish(),

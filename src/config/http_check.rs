@@ -3,13 +3,12 @@
 //! secrets, TLS options and proxy.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use rustls::pki_types::ServerName;
 
 use super::raw::{RawStatus, RawTls};
 use super::secrets::read_secret;
 use super::target::{CheckInput, check_schedule};
 use super::values::{parse_http_url, parse_proxy};
-use super::{ConfigError, Context, Fingerprint, defaults};
+use super::{ConfigError, Context, Fingerprint, client_tls, defaults};
 use crate::checks::{
     BodyExpectations, CheckKind, CheckSpec, HttpCheck, JsonExpectation, JsonPath, StatusSet,
 };
@@ -197,28 +196,7 @@ pub(super) fn build(
     } else {
         format!("targets.{target_name}.tls")
     };
-    let insecure_skip_verify = tls_raw.insecure_skip_verify.unwrap_or(false);
-    let ca_file = tls_raw.ca_file.as_deref().map(|p| ctx.path(p));
-    let ca_error = |e| {
-        invalid(
-            &format!("{tls_key}.ca_file"),
-            format!("a readable PEM file of CA certificates ({e})"),
-        )
-    };
-    let tls = tls_cache
-        .get(ca_file.as_deref(), insecure_skip_verify)
-        .map_err(ca_error)?;
-    // A CA file rewritten in place changes the check too, as for the TLS check.
-    let ca_digest = tls_cache.ca_digest(ca_file.as_deref()).map_err(ca_error)?;
-    let server_name = match &tls_raw.server_name {
-        Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {
-            invalid(
-                &format!("{tls_key}.server_name"),
-                format!("a DNS name or IP address, got {n:?}"),
-            )
-        })?),
-        None => None,
-    };
+    let tls = client_tls(&tls_raw, &tls_key, tls_cache, ctx)?;
 
     let proxy = match check.proxy.as_ref().or(target.proxy.as_ref()) {
         Some(p) => {
@@ -233,7 +211,7 @@ pub(super) fn build(
     };
 
     fingerprint
-        .add(&ca_digest)
+        .add(&tls.ca_digest)
         .add(check)
         .add(&(
             target_name,
@@ -264,9 +242,9 @@ pub(super) fn build(
             follow_redirects: check.follow_redirects.unwrap_or(false),
             max_redirects: check.max_redirects.unwrap_or(defaults::MAX_REDIRECTS),
             max_body_bytes,
-            tls,
-            insecure_skip_verify,
-            server_name,
+            tls: tls.config,
+            insecure_skip_verify: tls.insecure_skip_verify,
+            server_name: tls.server_name,
             proxy,
         }),
         fingerprint: fingerprint.finish(),

@@ -14,6 +14,7 @@
 //! `values.rs` holds what several places validate alike (names, URLs, proxies), and
 //! `fingerprint.rs` the hash by which a reload tells a changed check from an unchanged one.
 
+mod client_tls;
 pub mod defaults;
 mod fingerprint;
 mod http_check;
@@ -33,6 +34,7 @@ use url::Url;
 
 use crate::checks::CheckSpec;
 use crate::net::tls::ClientConfigCache;
+pub(crate) use client_tls::client_tls;
 pub(crate) use fingerprint::Fingerprint;
 use raw::{RawConfig, RawTarget};
 pub(crate) use secrets::read_secret;

@@ -75,23 +75,7 @@ organization = "{org}"
 
 /// Polls `/metrics` until `cond` holds (at most 15 s).
 async fn wait_for(exporter: &TestExporter, what: &str, cond: impl Fn(&Samples) -> bool) -> Samples {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let samples = exporter.metrics().await;
-        if cond(&samples) {
-            return samples;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}; ingest series: {:?}",
-            samples
-                .0
-                .iter()
-                .filter(|(n, _, _)| n.starts_with("glitchtip_ingest"))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    exporter.wait_for(what, &["glitchtip_ingest"], cond).await
 }
 
 /// The failure reason the check series of `check="canary"` show, once they exist.

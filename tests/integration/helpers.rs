@@ -96,6 +96,33 @@ impl TestExporter {
         Samples::parse(&r.body)
     }
 
+    /// Polls `/metrics` until `cond` holds (at most 15 s); on timeout the message names
+    /// `what` and shows the series whose name contains `shown`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        shown: &[&str],
+        cond: impl Fn(&Samples) -> bool,
+    ) -> Samples {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let samples = self.metrics().await;
+            if cond(&samples) {
+                return samples;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; series: {:?}",
+                samples
+                    .0
+                    .iter()
+                    .filter(|(n, _, _)| shown.iter().any(|s| n.contains(s)))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// GET /probe?target=…, parsed.
     pub async fn probe(&self, target: &str) -> Samples {
         let r = self.get(&format!("/probe?target={target}")).await;

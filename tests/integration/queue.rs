@@ -275,23 +275,7 @@ async fn start_reader(
 
 /// Polls `/metrics` until `cond` holds (at most 15 s).
 async fn wait_for(exporter: &TestExporter, what: &str, cond: impl Fn(&Samples) -> bool) -> Samples {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let samples = exporter.metrics().await;
-        if cond(&samples) {
-            return samples;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}; queue series: {:?}",
-            samples
-                .0
-                .iter()
-                .filter(|(n, _, _)| n.contains("queue") || n.contains("worker"))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    exporter.wait_for(what, &["queue", "worker"], cond).await
 }
 
 fn up(s: &Samples) -> Option<f64> {

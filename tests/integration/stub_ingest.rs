@@ -142,6 +142,17 @@ impl Shared {
 /// Decrements a counter when dropped (a request that ends, answered or cut off).
 struct InFlight<'a>(&'a AtomicUsize);
 
+impl<'a> InFlight<'a> {
+    /// Counts a request in on `counter`; one while another is in flight is the violation
+    /// `what`.
+    fn enter(shared: &Shared, counter: &'a AtomicUsize, what: &str) -> Self {
+        if counter.fetch_add(1, Ordering::SeqCst) > 0 {
+            shared.violation(what.to_owned());
+        }
+        Self(counter)
+    }
+}
+
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
@@ -320,11 +331,11 @@ async fn ingest(
     body: Bytes,
 ) -> Response {
     let now = Instant::now();
-    let others = shared.ingest_in_flight.fetch_add(1, Ordering::SeqCst);
-    let guard = InFlight(&shared.ingest_in_flight);
-    if others > 0 {
-        shared.violation("an ingest request while another one was in flight".to_owned());
-    }
+    let guard = InFlight::enter(
+        &shared,
+        &shared.ingest_in_flight,
+        "an ingest request while another one was in flight",
+    );
     if shared.polls_in_flight.load(Ordering::SeqCst) > 0 {
         shared.violation("an ingest request while a poll was in flight".to_owned());
     }
@@ -472,11 +483,7 @@ async fn issue_search(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let others = shared.polls_in_flight.fetch_add(1, Ordering::SeqCst);
-    let guard = InFlight(&shared.polls_in_flight);
-    if others > 0 {
-        shared.violation("two polls at once".to_owned());
-    }
+    let guard = InFlight::enter(&shared, &shared.polls_in_flight, "two polls at once");
     let id = query
         .as_deref()
         .and_then(|q| q.strip_prefix("query="))
@@ -502,11 +509,7 @@ async fn event_detail(
     Path((org, project, id)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let others = shared.polls_in_flight.fetch_add(1, Ordering::SeqCst);
-    let guard = InFlight(&shared.polls_in_flight);
-    if others > 0 {
-        shared.violation("two polls at once".to_owned());
-    }
+    let guard = InFlight::enter(&shared, &shared.polls_in_flight, "two polls at once");
     if org != ORG || project != PROJECT {
         shared.violation(format!("a poll for {org}/{project}"));
     }
