@@ -140,6 +140,7 @@ impl Metrics {
             &process,
             prometheus::process_collector::ProcessCollector::for_self(),
         );
+        register(&process, runtime::RuntimeCollector::new());
         let reload = (
             plain_gauge(
                 &metrics.registry,
@@ -1147,5 +1148,6 @@ fn escape_into(out: &mut String, value: &str) {
 
 #[cfg(test)]
 mod oracle;
+mod runtime;
 #[cfg(test)]
 mod tests;

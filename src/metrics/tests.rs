@@ -414,3 +414,25 @@ async fn the_background_writer_makes_one_text_of_the_changes_of_a_gap() {
     assert_eq!(metrics.writes(), 1);
     writer.abort();
 }
+
+#[tokio::test]
+async fn the_runtime_task_count_follows_spawned_tasks() {
+    let metrics = Metrics::for_exporter();
+    let tasks = |metrics: &Metrics| -> i64 {
+        let text = String::from_utf8(metrics.render()).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("glitchtip_exporter_tasks "))
+            .expect("the task gauge is rendered")
+            .parse()
+            .unwrap()
+    };
+    let before = tasks(&metrics);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let parked = tokio::spawn(async move {
+        let _ = rx.await;
+    });
+    assert_eq!(tasks(&metrics), before + 1);
+    tx.send(()).unwrap();
+    parked.await.unwrap();
+    assert_eq!(tasks(&metrics), before);
+}
