@@ -19,7 +19,9 @@ node nodejs
 npm npm
 curl curl
 readelf binutils
+systemd-analyze systemd
 LIST
+python3 -c 'import yaml' 2>/dev/null || need_apt+=(python3-yaml)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -40,10 +42,21 @@ cargo clippy --all-targets --locked -- -D warnings
 log=$(mktemp)
 status=0
 cargo test --all-targets --locked 2>&1 | tee "$log" || status=$?
-# One closing line over every test binary (some binaries, e.g. benches in test mode, hold none).
+# Each further suite prints one `NAME: N passed, N failed` line; they are added to the
+# cargo tests' counts in the one closing line, which stays the last line of the output.
+suite() { # NAME COMMAND...: runs a suite, keeps its tally line, fails the run when it fails
+  local name=$1
+  shift
+  echo "== $name"
+  "$@" 2>&1 | tee -a "$log" || status=1
+}
+BINARY=$(scripts/build.sh)
+# The release binary as operators build it (scripts/build.sh): static, starts, resolves.
+suite static scripts/test-static.sh "$BINARY"
+# Dockerfile, compose, Kubernetes and systemd files (no container engine here: see README).
+suite deploy python3 scripts/test-deploy.py "$BINARY"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^[a-z]+: [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
-# The release binary as operators build it (scripts/build.sh): static, starts, resolves.
-scripts/test-static.sh || status=1
 exit "$status"

@@ -2,12 +2,20 @@
 # Tests the release binary as operators run it (scripts/build.sh): on Linux with glibc it
 # must be one statically linked, non-PIE executable, start, and look up host names without
 # the host's NSS modules — it probes itself through "localhost" (from /etc/hosts), on
-# 127.0.0.1 only. Prints one line per check; exits non-zero on the first failure.
+# 127.0.0.1 only. Prints one line per check and a tally line; exits non-zero on the first
+# failure.
+#
+#   scripts/test-static.sh [BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fail() { echo "static binary: FAILED: $*" >&2; exit 1; }
+fail() {
+  echo "static binary: FAILED: $*" >&2
+  echo "static: 0 passed, 1 failed"
+  exit 1
+}
 
-BIN=$(scripts/build.sh)
+# The binary to test (scripts/test-all.sh passes the one it built), else built now.
+BIN=${1:-$(scripts/build.sh)}
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 if [[ $HOST == *-linux-gnu* ]]; then
   readelf -lW "$BIN" | grep -q INTERP && fail "$BIN has a program interpreter (dynamically linked)"
@@ -54,3 +62,4 @@ metrics=$(curl -fsS "http://127.0.0.1:$PORT/metrics")
 grep -qx 'glitchtip_up{check="healthy",target="self"} 1' <<<"$metrics" ||
   fail "probe of http://localhost:$PORT/-/healthy did not succeed: $(grep -E '^glitchtip_(up|probe_failure_reason)' <<<"$metrics")"
 echo "static binary: resolved localhost and probed itself: glitchtip_up 1"
+echo "static: 1 passed, 0 failed"
