@@ -26,6 +26,7 @@
 //!   ingest API and looked for through the API, the check that catches a stalled worker.
 //! - [`queue`]: GlitchTip's queues, scheduler and workers read (read-only) from its
 //!   Redis/Valkey (`[targets.<name>.queue]`).
+//! - [`healthcheck`]: the `healthcheck` subcommand's client, for container health checks.
 //! - [`clock`]: injected wall-clock time.
 
 pub mod canary;
@@ -33,6 +34,7 @@ pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod exporter;
+pub mod healthcheck;
 pub mod heartbeat;
 pub mod metrics;
 pub mod net;
