@@ -6,6 +6,7 @@
 //! scheduler, then wait — at most `server.shutdown_timeout` — for both to finish.
 
 mod landing;
+pub mod web_config;
 
 use std::future::Future;
 use std::sync::Arc;
