@@ -2,15 +2,19 @@
 //! caller gets the result of a run that started after it asked, so that whatever changed
 //! before it asked (a config file written, then `/-/reload`) is seen. Callers that ask
 //! while a run is under way share the next run: a thousand reload requests during one
-//! reload cost one more reload, not a thousand.
+//! reload cost one more reload, not a thousand. Runs start at least a set gap apart, so
+//! that callers asking in a closed loop (each asking again as soon as answered) cannot keep
+//! a run going back to back: the gap bounds the runs per second, whatever the callers do.
 //!
 //! Apart from the exporter because it knows nothing of configs: it is the scheduling rule
 //! alone, tested on its own.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// The job a [`Coalesced`] runs; each call starts one run.
 pub type Job<T> = Arc<dyn Fn() -> BoxFuture<'static, T> + Send + Sync>;
@@ -19,6 +23,8 @@ pub type Job<T> = Arc<dyn Fn() -> BoxFuture<'static, T> + Send + Sync>;
 pub struct Coalesced<T> {
     // std Mutex: nothing async happens while held.
     plan: Mutex<Plan>,
+    /// The least time from one run's start to the next one's.
+    gap: Duration,
     /// The last finished run: its generation and its result (`None`: it stopped without
     /// one).
     done: watch::Sender<(u64, Option<T>)>,
@@ -32,6 +38,8 @@ struct Plan {
     wanted: u64,
     /// Whether a task runs the job (then it also starts the runs asked for meanwhile).
     running: bool,
+    /// When the last run started.
+    last_start: Option<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -39,14 +47,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> Coalesced<T> {
-    /// Nothing run yet.
-    pub fn new() -> Arc<Self> {
+    /// Nothing run yet; runs will start at least `gap` apart.
+    pub fn new(gap: Duration) -> Arc<Self> {
         Arc::new(Self {
             plan: Mutex::new(Plan {
                 next: 1,
                 wanted: 0,
                 running: false,
+                last_start: None,
             }),
+            gap,
             done: watch::Sender::new((0, None)),
         })
     }
@@ -73,44 +83,55 @@ impl<T: Clone + Send + Sync + 'static> Coalesced<T> {
     }
 
     /// Starts runs one after the other while callers wait for one that has not started.
+    /// A run takes its generation only when it starts (after the gap), so that callers
+    /// asking during the gap share it.
     async fn drive(self: Arc<Self>, job: Job<T>) {
         let mut abandon = Abandon {
             owner: self.clone(),
-            generation: None,
+            armed: true,
         };
         loop {
-            let generation = {
+            let earliest = {
                 let mut plan = lock(&self.plan);
                 if plan.wanted < plan.next {
                     plan.running = false;
+                    abandon.armed = false;
                     return;
                 }
+                plan.last_start.map(|t| t + self.gap)
+            };
+            if let Some(earliest) = earliest {
+                tokio::time::sleep_until(earliest).await;
+            }
+            let generation = {
+                let mut plan = lock(&self.plan);
+                plan.last_start = Some(Instant::now());
                 plan.next += 1;
                 plan.next - 1
             };
-            abandon.generation = Some(generation);
             let result = job().await;
             self.done.send_replace((generation, Some(result)));
-            abandon.generation = None;
         }
     }
 }
 
-/// Answers `None` to every waiting caller if the task stops in the middle of a run, so
-/// that no caller waits forever and the next call starts a new task.
+/// Answers `None` to every waiting caller if the task stops other than by finding nothing
+/// more to run (the job panicked, the runtime shuts down), so that no caller waits forever
+/// and the next call starts a new task.
 struct Abandon<T: Clone + Send + Sync + 'static> {
     owner: Arc<Coalesced<T>>,
-    generation: Option<u64>,
+    armed: bool,
 }
 
 impl<T: Clone + Send + Sync + 'static> Drop for Abandon<T> {
     fn drop(&mut self) {
-        let Some(generation) = self.generation else {
+        if !self.armed {
             return;
-        };
+        }
         let mut plan = lock(&self.owner.plan);
-        let last = plan.wanted.max(generation);
-        plan.next = last + 1;
+        // Every generation taken so far is at most `wanted`.
+        let last = plan.wanted;
+        plan.next = plan.next.max(last + 1);
         plan.running = false;
         drop(plan);
         self.owner.done.send_replace((last, None));
@@ -142,9 +163,11 @@ mod tests {
         (job, runs)
     }
 
+    const GAP: Duration = Duration::from_millis(100);
+
     #[tokio::test(start_paused = true)]
     async fn callers_during_a_run_share_the_next_one() {
-        let flight = Coalesced::new();
+        let flight = Coalesced::new(GAP);
         let (job, runs) = counting(Duration::from_secs(1));
         let first = tokio::spawn({
             let (flight, job) = (flight.clone(), job.clone());
@@ -174,7 +197,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_caller_never_gets_a_run_that_started_before_it_asked() {
-        let flight = Coalesced::new();
+        let flight = Coalesced::new(GAP);
         let (job, _) = counting(Duration::from_secs(1));
         let mut answers = Vec::new();
         for step in 0..5u64 {
@@ -191,7 +214,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_run_that_panics_answers_none_and_the_next_call_runs_again() {
-        let flight: Arc<Coalesced<u64>> = Coalesced::new();
+        let flight: Arc<Coalesced<u64>> = Coalesced::new(GAP);
         let release = Arc::new(Notify::new());
         let gate = release.clone();
         let panicking: Job<u64> = Arc::new(move || {
@@ -216,5 +239,37 @@ mod tests {
         assert_eq!(second.await.unwrap(), None);
         let (job, _) = counting(Duration::ZERO);
         assert_eq!(flight.run(job).await, Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_in_a_closed_loop_get_at_most_one_run_per_gap() {
+        let flight = Coalesced::new(GAP);
+        let (job, runs) = counting(Duration::from_millis(1));
+        let start = Instant::now();
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let (flight, job) = (flight.clone(), job.clone());
+                tokio::spawn(async move {
+                    let mut answers = 0;
+                    while start.elapsed() < Duration::from_secs(10) {
+                        flight.run(job.clone()).await.unwrap();
+                        answers += 1;
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let answers: u64 = futures::future::join_all(callers)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .sum();
+        let runs = runs.load(Ordering::SeqCst);
+        // 10 s / 100 ms, and the last one.
+        assert!(runs <= 101, "{runs} runs");
+        assert!(
+            answers >= 8 * (runs - 1),
+            "{answers} answers for {runs} runs"
+        );
     }
 }

@@ -33,6 +33,10 @@ use crate::state::{CheckState, Transition};
 /// `(target, check)`.
 pub type CheckKey = (String, String);
 
+/// The least time from one reload's start to the next one's: a flood of reload requests
+/// costs at most ten config loads a second, while a lone reload starts at once.
+pub const RELOAD_GAP: Duration = Duration::from_millis(100);
+
 type SharedProbe = Shared<BoxFuture<'static, ()>>;
 
 /// What the exporter takes from outside; tests replace each part.
@@ -227,7 +231,7 @@ impl Exporter {
             prober,
             clock: deps.clock,
             tasks: Mutex::new(HashMap::new()),
-            reloads: Coalesced::new(),
+            reloads: Coalesced::new(RELOAD_GAP),
             reload_logged: Mutex::new(Ok(())),
             reloads_run: AtomicU64::new(0),
             started: AtomicBool::new(false),
