@@ -18,6 +18,8 @@
 //!   re-probe after a first failure.
 //! - [`exporter`]: the running exporter — config, state, scheduler tasks, scrape-mode
 //!   single-flight, `/probe`, reload.
+//! - [`coalesce`]: single flight with a generation counter, so that reload requests share
+//!   runs and each still sees a load started after it asked.
 //! - [`server`]: the HTTP endpoints and [`server::run`], which takes a bound listener and
 //!   a shutdown future.
 //! - [`heartbeat`]: worker heartbeats: the `/heartbeat/{name}` endpoints, their state file
@@ -32,6 +34,7 @@
 pub mod canary;
 pub mod checks;
 pub mod clock;
+pub mod coalesce;
 pub mod config;
 pub mod exporter;
 pub mod healthcheck;

@@ -150,8 +150,9 @@ fn spawn_reload_on_sighup(exporter: Arc<Exporter>) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the config");
-            let _ = exporter.reload();
+            // Through the same coalesced path as `/-/reload`, which logs the outcome.
+            tracing::debug!("SIGHUP: reloading the config");
+            let _ = exporter.reload().await;
         }
     });
     Ok(())

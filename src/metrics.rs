@@ -203,6 +203,19 @@ impl Metrics {
     /// Sets every series of `spec` from `state`. Before the first probe nothing is set, so
     /// the series are absent rather than 0.
     pub fn record_check(&self, spec: &CheckSpec, state: &CheckState) {
+        self.set_check(spec, state, false);
+    }
+
+    /// Sets the series of a check whose settings a reload changed from the state it keeps:
+    /// its row is written afresh, so that nothing only the old settings showed stays (a
+    /// keyword match no longer asked for), and replaced under one lock, so that no scrape
+    /// finds the check's series absent.
+    pub fn replace_check(&self, spec: &CheckSpec, state: &CheckState) {
+        self.set_check(spec, state, true);
+        self.changed_structure();
+    }
+
+    fn set_check(&self, spec: &CheckSpec, state: &CheckState, fresh: bool) {
         if state.last.is_none() {
             return;
         }
@@ -216,8 +229,8 @@ impl Metrics {
                     .or_insert_with(|| Group::new(&spec.name)),
             };
             match group.rows.get_mut(spec.target.as_str()) {
-                Some(row) => row.set(spec, state),
-                None => {
+                Some(row) if !fresh => row.set(spec, state),
+                _ => {
                     let mut row = CheckRow::new(&spec.target);
                     row.set(spec, state);
                     group.rows.insert(spec.target.clone(), row);

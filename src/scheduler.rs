@@ -4,7 +4,9 @@
 //! targets do not fire together and a restart keeps the same phase. After a first failure
 //! the check is probed again after `retry_interval`, so that the second consecutive
 //! failure (what the bundled alerts wait for) is known within seconds; then it returns to
-//! its interval. Tasks use tokio's clock, which tests pause.
+//! its interval. A task restarted by a reload (new settings, state kept) that was waiting
+//! for that quick re-probe keeps waiting for it ([`first_delay`]). Tasks use tokio's
+//! clock, which tests pause.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -34,15 +36,39 @@ pub fn start_offset(spec: &CheckSpec) -> Duration {
     Duration::from_millis(hasher.finish() % interval_ms)
 }
 
-/// Probes `spec` on its schedule until `cancel` fires.
+/// The delay before the first probe of a task that starts with `consecutive_failures`
+/// carried over (0 for a new check): the quick re-probe after one failure, else the
+/// check's spread offset.
+pub fn first_delay(spec: &CheckSpec, consecutive_failures: u32) -> Duration {
+    if consecutive_failures == 1 {
+        spec.schedule.retry_interval
+    } else {
+        start_offset(spec)
+    }
+}
+
+/// Probes `spec` on its schedule until `cancel` fires, the first time after its spread
+/// offset.
 pub async fn run_check(
     spec: Arc<CheckSpec>,
     prober: Arc<dyn Prober>,
     sink: Arc<dyn ResultSink>,
     cancel: CancellationToken,
 ) {
+    let first = start_offset(&spec);
+    run_check_after(spec, prober, sink, cancel, first).await;
+}
+
+/// Probes `spec` on its schedule until `cancel` fires, the first time after `first`.
+pub async fn run_check_after(
+    spec: Arc<CheckSpec>,
+    prober: Arc<dyn Prober>,
+    sink: Arc<dyn ResultSink>,
+    cancel: CancellationToken,
+    first: Duration,
+) {
     let schedule = spec.schedule;
-    let mut next = Instant::now() + start_offset(&spec);
+    let mut next = Instant::now() + first;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -82,6 +108,18 @@ pub(crate) mod tests {
         takes: Duration,
         script: Mutex<VecDeque<Reason>>,
         started_at: Mutex<Vec<Duration>>,
+    }
+
+    impl Scripted {
+        /// Succeeds every time, after `takes`.
+        fn healthy(takes: Duration) -> Arc<Self> {
+            Arc::new(Self {
+                start: Instant::now(),
+                takes,
+                script: Mutex::new(VecDeque::new()),
+                started_at: Mutex::new(Vec::new()),
+            })
+        }
     }
 
     impl Prober for Scripted {
@@ -193,6 +231,31 @@ pub(crate) mod tests {
         assert_eq!(state.down_total, 1);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_task_restarted_after_one_failure_probes_after_retry_interval() {
+        let spec = spec();
+        assert_eq!(first_delay(&spec, 0), start_offset(&spec));
+        assert_eq!(first_delay(&spec, 2), start_offset(&spec));
+        assert_eq!(first_delay(&spec, 1), spec.schedule.retry_interval);
+        let prober = Scripted::healthy(Duration::from_millis(20));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_check_after(
+            spec.clone(),
+            prober.clone(),
+            Arc::new(Sink::default()),
+            cancel.clone(),
+            first_delay(&spec, 1),
+        ));
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        cancel.cancel();
+        task.await.unwrap();
+        let retry = spec.schedule.retry_interval;
+        assert_eq!(
+            *prober.started_at.lock().unwrap(),
+            [retry, retry + spec.schedule.interval]
+        );
+    }
+
     /// Notes the lag of every start.
     #[derive(Default)]
     struct LagSink(Mutex<Vec<Duration>>);
@@ -209,12 +272,7 @@ pub(crate) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn every_start_reports_how_late_it_is() {
-        let prober = Arc::new(Scripted {
-            start: Instant::now(),
-            takes: Duration::from_millis(20),
-            script: Mutex::new(VecDeque::new()),
-            started_at: Mutex::new(Vec::new()),
-        });
+        let prober = Scripted::healthy(Duration::from_millis(20));
         let sink = Arc::new(LagSink::default());
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run_check(
@@ -235,12 +293,7 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn cancel_stops_the_loop_even_mid_probe() {
         let spec = spec();
-        let prober = Arc::new(Scripted {
-            start: Instant::now(),
-            takes: Duration::from_secs(3600),
-            script: Mutex::new(VecDeque::new()),
-            started_at: Mutex::new(Vec::new()),
-        });
+        let prober = Scripted::healthy(Duration::from_secs(3600));
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run_check(
             spec,
