@@ -14,7 +14,7 @@ use rustls::ProtocolVersion;
 use super::{Failure, Found, Phase, ProbeEnv, Reason, TlsCheck, Trace};
 use crate::clock::unix_seconds;
 use crate::config::defaults::MAX_LABEL_VALUE_CHARS;
-use crate::net::exchange::{dial, tunnel};
+use crate::net::exchange::open;
 use crate::net::tls::{AcceptAnyCertificate, provider};
 use crate::net::x509::{self, Problem};
 
@@ -38,6 +38,13 @@ pub enum TlsReason {
     SelfSigned,
     /// The chain does not lead to a trusted root.
     UnknownIssuer,
+    /// A certificate's signature does not verify with its issuer's key.
+    BadSignature,
+    /// A certificate carries a critical extension clients do not understand.
+    UnsupportedCriticalExtension,
+    /// A certificate clients refuse for what it is (key usage, a CA as leaf, signature
+    /// algorithm, malformed fields).
+    InvalidCertificate,
     /// The TLS handshake failed (not TLS, unparseable certificate, protocol error).
     Handshake,
     /// The host name did not resolve.
@@ -46,21 +53,27 @@ pub enum TlsReason {
     Connect,
     /// The deadline passed before the handshake finished.
     Timeout,
+    /// The configured HTTP proxy failed (unreachable, tunnel refused, 407).
+    Proxy,
 }
 
 impl TlsReason {
     /// Every reason, in precedence order.
-    pub const ALL: [TlsReason; 10] = [
+    pub const ALL: [TlsReason; 14] = [
         TlsReason::None,
         TlsReason::Expired,
         TlsReason::NotYetValid,
         TlsReason::HostnameMismatch,
         TlsReason::SelfSigned,
         TlsReason::UnknownIssuer,
+        TlsReason::BadSignature,
+        TlsReason::UnsupportedCriticalExtension,
+        TlsReason::InvalidCertificate,
         TlsReason::Handshake,
         TlsReason::Dns,
         TlsReason::Connect,
         TlsReason::Timeout,
+        TlsReason::Proxy,
     ];
 
     /// The label value.
@@ -72,10 +85,14 @@ impl TlsReason {
             TlsReason::HostnameMismatch => "hostname_mismatch",
             TlsReason::SelfSigned => "self_signed",
             TlsReason::UnknownIssuer => "unknown_issuer",
+            TlsReason::BadSignature => "bad_signature",
+            TlsReason::UnsupportedCriticalExtension => "unsupported_critical_extension",
+            TlsReason::InvalidCertificate => "invalid_certificate",
             TlsReason::Handshake => "handshake",
             TlsReason::Dns => "dns",
             TlsReason::Connect => "connect",
             TlsReason::Timeout => "timeout",
+            TlsReason::Proxy => "proxy",
         }
     }
 
@@ -85,6 +102,7 @@ impl TlsReason {
             Reason::Dns => TlsReason::Dns,
             Reason::Connect => TlsReason::Connect,
             Reason::Timeout => TlsReason::Timeout,
+            Reason::Proxy => TlsReason::Proxy,
             _ => TlsReason::Handshake,
         }
     }
@@ -98,6 +116,9 @@ impl From<Problem> for TlsReason {
             Problem::HostnameMismatch => TlsReason::HostnameMismatch,
             Problem::SelfSigned => TlsReason::SelfSigned,
             Problem::UnknownIssuer => TlsReason::UnknownIssuer,
+            Problem::BadSignature => TlsReason::BadSignature,
+            Problem::UnsupportedCriticalExtension => TlsReason::UnsupportedCriticalExtension,
+            Problem::InvalidCertificate => TlsReason::InvalidCertificate,
         }
     }
 }
@@ -161,19 +182,15 @@ pub struct CertificateFindings {
 /// or the rest of the handshake failed — and the findings; one that did not answers the
 /// failure, which the dispatcher turns into findings without a certificate.
 pub async fn probe(check: &TlsCheck, env: &ProbeEnv, trace: &mut Trace) -> Result<Found, Failure> {
-    let (dial_host, dial_port) = match &check.proxy {
-        Some((host, port)) => (host.as_str(), *port),
-        None => (check.host.as_str(), check.port),
-    };
-    let mut stream = dial(env, dial_host, dial_port, trace).await?;
-    if check.proxy.is_some() {
-        let authority = if check.host.contains(':') {
-            format!("[{}]:{}", check.host, check.port)
-        } else {
-            format!("{}:{}", check.host, check.port)
-        };
-        tunnel(&mut stream, &authority).await?;
-    }
+    let stream = open(
+        env,
+        &check.host,
+        check.port,
+        check.proxy.as_ref(),
+        true,
+        trace,
+    )
+    .await?;
 
     trace.enter(Phase::Tls);
     // One verifier per probe, since it holds that probe's chain; the expensive part (the
@@ -264,10 +281,14 @@ mod tests {
                 "hostname_mismatch",
                 "self_signed",
                 "unknown_issuer",
+                "bad_signature",
+                "unsupported_critical_extension",
+                "invalid_certificate",
                 "handshake",
                 "dns",
                 "connect",
-                "timeout"
+                "timeout",
+                "proxy"
             ]
         );
     }

@@ -96,9 +96,33 @@ pub enum Problem {
     HostnameMismatch,
     /// The chain does not verify and the leaf is its own issuer.
     SelfSigned,
-    /// The chain does not lead to a trusted root: unknown CA, missing intermediate, bad
-    /// signature, or a certificate not usable for a TLS server.
+    /// The chain does not lead to a trusted root: unknown CA or missing intermediate.
     UnknownIssuer,
+    /// A certificate's signature does not verify with its issuer's key.
+    BadSignature,
+    /// A certificate carries a critical extension that clients do not understand.
+    UnsupportedCriticalExtension,
+    /// A certificate clients refuse for what it is rather than who signed it: not for a
+    /// TLS server (key usage), a CA used as a leaf, an unsupported signature algorithm,
+    /// malformed fields.
+    InvalidCertificate,
+}
+
+impl Problem {
+    /// The problem a verifier error names; `self_issued` tells an untrusted self-signed
+    /// leaf from an unknown issuer.
+    fn of(error: &webpki::Error, self_issued: bool) -> Self {
+        use webpki::Error as E;
+        match error {
+            E::CertExpired { .. } => Problem::Expired,
+            E::CertNotValidYet { .. } => Problem::NotYetValid,
+            E::UnknownIssuer if self_issued => Problem::SelfSigned,
+            E::UnknownIssuer => Problem::UnknownIssuer,
+            E::InvalidSignatureForPublicKey => Problem::BadSignature,
+            E::UnsupportedCriticalExtension => Problem::UnsupportedCriticalExtension,
+            _ => Problem::InvalidCertificate,
+        }
+    }
 }
 
 /// What a presented chain is worth at one instant. Times are Unix seconds.
@@ -197,10 +221,11 @@ pub fn inspect(
                 Err(e) => (None, Some(e)),
             };
             let name_ok = ee.verify_is_valid_for_subject_name(server_name).is_ok();
-            (earliest, error, name_ok)
+            (earliest, error, Some(name_ok))
         }
-        // x509-parser read it but webpki cannot: it verifies nothing and names nobody.
-        Err(e) => (None, Some(e), false),
+        // x509-parser read it but webpki cannot: it verifies nothing, and whom it names
+        // is not known (not a mismatch: the reason is why webpki refused it).
+        Err(e) => (None, Some(e), None),
     };
 
     let expired = now_secs > leaf_times.not_after
@@ -211,16 +236,11 @@ pub fn inspect(
         Some(Problem::Expired)
     } else if not_yet_valid {
         Some(Problem::NotYetValid)
-    } else if !name_ok {
+    } else if name_ok == Some(false) {
         Some(Problem::HostnameMismatch)
-    } else if chain_error.is_some() {
-        if leaf.subject().as_raw() == leaf.issuer().as_raw() {
-            Some(Problem::SelfSigned)
-        } else {
-            Some(Problem::UnknownIssuer)
-        }
     } else {
-        None
+        let self_issued = leaf.subject().as_raw() == leaf.issuer().as_raw();
+        chain_error.map(|e| Problem::of(&e, self_issued))
     };
 
     Ok(ChainReport {

@@ -182,6 +182,17 @@ async fn start_with(
     versions: &[&'static rustls::SupportedProtocolVersion],
     certified: Arc<CertifiedKey>,
 ) -> TlsServer {
+    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    start_answering(versions, certified, answer.to_vec()).await
+}
+
+/// [`start_with`] answering every request with `answer`.
+async fn start_answering(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    certified: Arc<CertifiedKey>,
+    answer: Vec<u8>,
+) -> TlsServer {
+    let answer: Arc<[u8]> = answer.into();
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .unwrap()
@@ -196,7 +207,7 @@ async fn start_with(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let acceptor = acceptor.clone();
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
             connections.spawn(async move {
                 let Ok(mut tls) = acceptor.accept(stream).await else {
                     return;
@@ -209,11 +220,7 @@ async fn start_with(
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = tls
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
+                let _ = tls.write_all(&answer).await;
                 let _ = tls.shutdown().await;
             });
             while connections.try_join_next().is_some() {}
@@ -331,7 +338,7 @@ fn assert_tls(m: &Samples, e: &Expect) {
     assert_eq!(m.check("glitchtip_up", "gt", "tls"), up);
     let core = match e.reason {
         "none" => "none",
-        "dns" | "connect" | "timeout" => e.reason,
+        "dns" | "connect" | "timeout" | "proxy" => e.reason,
         _ => "tls",
     };
     assert_eq!(m.reason("gt", "tls"), core);
@@ -1039,6 +1046,19 @@ async fn start_connect_proxy(
     Arc<std::sync::Mutex<Vec<String>>>,
     JoinHandle<()>,
 ) {
+    start_connect_proxy_asking(upstream, None).await
+}
+
+/// [`start_connect_proxy`] that answers 407 unless the request carries
+/// `Proxy-Authorization: <credentials>`.
+async fn start_connect_proxy_asking(
+    upstream: SocketAddr,
+    credentials: Option<&'static str>,
+) -> (
+    SocketAddr,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1063,6 +1083,20 @@ async fn start_connect_proxy(
                 log.lock()
                     .unwrap()
                     .push(head.lines().next().unwrap_or_default().to_owned());
+                if let Some(credentials) = credentials {
+                    let authorized = head.lines().any(|line| {
+                        line.split_once(':').is_some_and(|(name, value)| {
+                            name.eq_ignore_ascii_case("proxy-authorization")
+                                && value.trim() == credentials
+                        })
+                    });
+                    if !authorized {
+                        let _ = client
+                            .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic realm=\"p\"\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                }
                 let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
                     return;
                 };
@@ -1099,6 +1133,76 @@ async fn target_proxy_is_tunnelled_through() {
         *seen.lock().unwrap(),
         [format!("CONNECT {TEST_HOST}:1 HTTP/1.1")]
     );
+}
+
+#[tokio::test]
+async fn proxy_credentials_open_the_tunnel_and_without_them_the_reason_is_proxy() {
+    let root = root_ca(ROOT_CN, 3650);
+    // Valid at the real time too, which the HTTP checks' verifier uses.
+    let leaf = leaf(&[TEST_HOST], -900, 900, &root);
+    let server = start_tls_server(vec![leaf.der.clone()], &leaf.key).await;
+    // monitor:hunter2
+    let (proxy, seen, proxy_task) =
+        start_connect_proxy_asking(server.addr, Some("Basic bW9uaXRvcjpodW50ZXIy")).await;
+    let ca = ca_file(&[&root.pem]);
+    let right = crate::redirects::secret_file("hunter2");
+    let wrong = crate::redirects::secret_file("hunter3");
+    let toml = |password: &Path| {
+        format!(
+            "[server]\nmode = \"scrape\"\n[targets.gt]\nurl = \"https://{TEST_HOST}:1\"\nproxy = \"http://{proxy}\"\nproxy_auth = {{ username = \"monitor\", password = {{ file = \"{}\" }} }}\ndefault_checks = false\n[targets.gt.tls]\nca_file = \"{}\"\n[targets.gt.checks.tls]\n[targets.gt.checks.health]\npath = \"/\"\nexpect_status = [200]\n",
+            password.display(),
+            ca.path().display()
+        )
+    };
+    let m = scrape(&toml(right.path())).await;
+    assert_eq!(m.get("glitchtip_tls_cert_valid", &[("target", "gt")]), 1.0);
+    assert_eq!(m.reason("gt", "health"), "none");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    let m = scrape(&toml(wrong.path())).await;
+    proxy_task.abort();
+    assert_tls(&m, &no_certificate("proxy"));
+    assert_eq!(m.reason("gt", "health"), "proxy");
+}
+
+#[tokio::test]
+async fn a_redirect_from_https_to_http_is_refused_unless_allowed() {
+    let plain = crate::redirects::Recorder::start(|_| crate::redirects::ok()).await;
+    let root = root_ca(ROOT_CN, 3650);
+    // Valid at the real time too, which the HTTP checks' verifier uses.
+    let leaf = leaf(&[TEST_HOST], -900, 900, &root);
+    let key = provider()
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(leaf.key.serialize_der().into()))
+        .unwrap();
+    let answer = crate::redirects::redirect(&format!("http://{TEST_HOST}:{}/", plain.addr.port()));
+    let server = start_answering(
+        rustls::DEFAULT_VERSIONS,
+        Arc::new(CertifiedKey::new(vec![leaf.der.clone()], key)),
+        answer.into_bytes(),
+    )
+    .await;
+    let ca = ca_file(&[&root.pem]);
+    let token = crate::redirects::secret_file("t0ken");
+    let toml = |allow: bool| {
+        format!(
+            "[server]\nmode = \"scrape\"\n[targets.gt]\nurl = \"https://{TEST_HOST}:{}\"\ndefault_checks = false\n[targets.gt.tls]\nca_file = \"{}\"\n[targets.gt.checks.health]\npath = \"/\"\nfollow_redirects = true\nallow_https_to_http_redirect = {allow}\nbearer_token = {{ file = \"{}\" }}\n",
+            server.addr.port(),
+            ca.path().display(),
+            token.path().display()
+        )
+    };
+    let m = scrape(&toml(false)).await;
+    assert_eq!(m.reason("gt", "health"), "http");
+    assert_eq!(m.check("glitchtip_http_status_code", "gt", "health"), 302.0);
+    assert!(plain.heads().is_empty(), "{:?}", plain.heads());
+
+    let m = scrape(&toml(true)).await;
+    assert_eq!(m.reason("gt", "health"), "none");
+    let heads = plain.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    // Another scheme is another origin: the token stays behind.
+    assert!(!heads[0].contains("authorization"), "{}", heads[0]);
 }
 
 #[tokio::test]
