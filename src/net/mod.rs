@@ -9,4 +9,5 @@ pub mod connect;
 pub mod exchange;
 pub mod resolver;
 pub mod tls;
+pub mod wire;
 pub mod x509;

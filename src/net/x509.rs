@@ -117,7 +117,11 @@ impl Problem {
             E::CertExpired { .. } => Problem::Expired,
             E::CertNotValidYet { .. } => Problem::NotYetValid,
             E::UnknownIssuer if self_issued => Problem::SelfSigned,
-            E::UnknownIssuer => Problem::UnknownIssuer,
+            // Path building gave up before it found a way to a trusted root.
+            E::UnknownIssuer
+            | E::MaximumSignatureChecksExceeded
+            | E::MaximumPathBuildCallsExceeded
+            | E::MaximumPathDepthExceeded => Problem::UnknownIssuer,
             E::InvalidSignatureForPublicKey => Problem::BadSignature,
             E::UnsupportedCriticalExtension => Problem::UnsupportedCriticalExtension,
             _ => Problem::InvalidCertificate,
@@ -361,6 +365,51 @@ mod tests {
         let report = inspect(&[leaf], &other, &roots, at(T)).unwrap();
         assert_eq!(report.problem, Some(Problem::HostnameMismatch));
         assert_eq!(report.earliest_verified, Some((T + DAY) as i64));
+    }
+
+    /// A trusted root, and the leaf `leaf` signed by `signer` in the root's name (the
+    /// root's own key unless another is given).
+    fn judged(leaf: CertificateParams, signer: Option<KeyPair>) -> Option<Problem> {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = params(&[], T - 1000 * DAY, T + 1000 * DAY);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, signer.unwrap_or(ca_key));
+        let key = KeyPair::generate().unwrap();
+        let leaf = leaf.signed_by(&key, &issuer).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), ca_cert.pem()).unwrap();
+        let roots = TrustRoots::load(Some(file.path())).unwrap();
+        inspect(&[leaf.der().clone()], &name(), &roots, at(T))
+            .unwrap()
+            .problem
+    }
+
+    #[test]
+    fn each_verifier_error_is_the_problem_it_names() {
+        let leaf = || params(&["glitchtip.test"], T - DAY, T + DAY);
+        assert_eq!(judged(leaf(), None), None);
+        // Signed in the root's name with another key.
+        let forger = KeyPair::generate().unwrap();
+        assert_eq!(judged(leaf(), Some(forger)), Some(Problem::BadSignature));
+        // A CA certificate serving as the leaf.
+        let mut ca_leaf = leaf();
+        ca_leaf.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        assert_eq!(judged(ca_leaf, None), Some(Problem::InvalidCertificate));
+        // Only for TLS clients, not servers.
+        let mut client_only = leaf();
+        client_only.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        assert_eq!(judged(client_only, None), Some(Problem::InvalidCertificate));
+        // webpki cannot even parse it: not a hostname mismatch, which was reported before.
+        let mut critical = leaf();
+        let mut extension =
+            rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], vec![5, 0]);
+        extension.set_criticality(true);
+        critical.custom_extensions.push(extension);
+        assert_eq!(
+            judged(critical, None),
+            Some(Problem::UnsupportedCriticalExtension)
+        );
     }
 
     #[test]
