@@ -103,3 +103,110 @@ pub(crate) fn basic_authorization(username: &str, password: &str) -> Option<Head
     value.set_sensitive(true);
     Some(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::checks::CheckKind;
+    use crate::config::ConfigSource;
+
+    /// `monitor:s3cret`
+    const CREDENTIALS: &str = "Basic bW9uaXRvcjpzM2NyZXQ=";
+
+    const CONFIG: &str = r#"
+[targets.p]
+url = "https://glitchtip.example.com"
+proxy = "http://proxy.example.com:3128"
+proxy_auth = { username = "monitor", password = { env = "PROXY_PASSWORD" } }
+[targets.p.checks.other_proxy]
+path = "/x"
+proxy = "http://other.example.com:8080"
+[targets.p.canary]
+dsn = { env = "DSN" }
+token = { env = "PROXY_PASSWORD" }
+organization = "org"
+"#;
+
+    /// Each check's proxy as `(name, host, Proxy-Authorization)`.
+    fn proxies() -> Vec<(String, String, Option<String>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("exporter.toml");
+        std::fs::write(&file, CONFIG).unwrap();
+        let env = HashMap::from([
+            ("PROXY_PASSWORD".to_owned(), "s3cret".to_owned()),
+            (
+                "DSN".to_owned(),
+                "https://key@glitchtip.example.com/1".to_owned(),
+            ),
+        ]);
+        let config = ConfigSource {
+            file: Some(file),
+            env: Some(env),
+            ..ConfigSource::default()
+        }
+        .load()
+        .unwrap();
+        let mut found = Vec::new();
+        for check in &config.targets[0].checks {
+            let proxies = match &check.kind {
+                CheckKind::Http(http) => vec![http.proxy.clone()],
+                CheckKind::Tls(tls) => vec![tls.proxy.clone()],
+                CheckKind::Canary(canary) => {
+                    vec![canary.ingest.proxy.clone(), canary.api.proxy.clone()]
+                }
+            };
+            for proxy in proxies {
+                let proxy = proxy.unwrap();
+                let auth = proxy
+                    .authorization
+                    .as_ref()
+                    .map(|v| v.to_str().unwrap().to_owned());
+                found.push((check.name.clone(), proxy.host, auth));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_prober_of_the_target_gets_its_proxy_credentials_and_no_other_proxy_does() {
+        let found = proxies();
+        let auth = Some(CREDENTIALS.to_owned());
+        let proxy = "proxy.example.com".to_owned();
+        for (name, host, authorization) in &found {
+            if name == "other_proxy" {
+                assert_eq!((host.as_str(), authorization), ("other.example.com", &None));
+            } else {
+                assert_eq!((host, authorization), (&proxy, &auth), "{name}");
+            }
+        }
+        let names: Vec<&str> = found.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "api",
+                "canary",
+                "canary",
+                "dashboard",
+                "database",
+                "health",
+                "other_proxy",
+                "tls"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_credentials_are_not_in_debug_output() {
+        let proxy = super::Proxy {
+            host: "proxy".to_owned(),
+            port: 3128,
+            authorization: super::basic_authorization("monitor", "s3cret"),
+        };
+        let shown = format!("{proxy:?}");
+        assert_eq!(
+            shown,
+            "Proxy { host: \"proxy\", port: 3128, authorization: true }"
+        );
+    }
+}
