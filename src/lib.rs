@@ -9,7 +9,8 @@
 //! - [`checks`]: what a check is, what a probe found, and the dispatcher that owns deadlines;
 //!   one prober per file ([`checks::http`], [`checks::tls`]).
 //! - [`net`]: resolver (injectable), TCP connect and proxy tunnel, rustls configurations,
-//!   certificate chains judged apart from the handshake ([`net::x509`]), and the timed
+//!   certificate chains judged apart from the handshake ([`net::x509`]) or read off the
+//!   wire when rustls refuses them ([`net::wire`]), and the timed
 //!   dial and HTTP/1.1 exchange the probers and the canary share ([`net::exchange`]).
 //! - [`state`]: per-check results and consecutive failures, the single source of truth that
 //!   metrics and the landing page are projections of.

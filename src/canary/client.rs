@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use url::Url;
 
 use crate::checks::{Failure, Phase, ProbeEnv, Reason, Trace};
-use crate::net::exchange::{self, Route};
+use crate::net::exchange::{self, Proxy, Route};
 
 /// Most bytes of an answer read: an issue search for one event id is a few KiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -31,8 +31,8 @@ pub struct Connection {
     pub tls: Arc<ClientConfig>,
     /// SNI and verification name instead of the URL's host.
     pub server_name: Option<ServerName<'static>>,
-    /// HTTP proxy `host:port` (the target's), tunnelled through with `CONNECT` for https.
-    pub proxy: Option<(String, u16)>,
+    /// HTTP proxy (the target's), tunnelled through with `CONNECT` for https.
+    pub proxy: Option<Proxy>,
 }
 
 impl Connection {

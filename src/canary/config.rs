@@ -18,7 +18,7 @@ use super::{CHECK_NAME, CanaryCheck, Endpoint, Lookup, Runtime, client};
 use crate::checks::{CheckKind, CheckSpec, Schedule};
 use crate::config::raw::{RawSecret, RawTarget, RawTls};
 use crate::config::{
-    ConfigError, Context, Fingerprint, client_tls, defaults, parse_proxy, read_secret,
+    ConfigError, Context, Fingerprint, client_tls, defaults, read_secret, target_proxy,
 };
 use crate::net::tls::ClientConfigCache;
 
@@ -176,12 +176,7 @@ pub fn build(
     let tls_raw: RawTls = target.tls.clone().unwrap_or_default();
     let tls_key = format!("targets.{target_name}.tls");
     let tls = client_tls(&tls_raw, &tls_key, tls_cache, ctx)?;
-    let proxy = match &target.proxy {
-        Some(p) => Some(
-            parse_proxy(p).map_err(|e| ctx.invalid(&format!("targets.{target_name}.proxy"), e))?,
-        ),
-        None => None,
-    };
+    let proxy = target_proxy(target_name, target, ctx, &mut fingerprint)?;
     let base_host = base
         .host_str()
         .unwrap_or_default()
@@ -211,6 +206,7 @@ pub fn build(
             base.as_str(),
             &target.tls,
             &target.proxy,
+            &target.proxy_auth,
         ))
         .add(&schedule);
 

@@ -356,7 +356,9 @@ async fn run(
         Ok(Err(failure)) => {
             let reason = match failure.reason {
                 Reason::Dns => IngestReason::Dns,
-                Reason::Connect => IngestReason::Connect,
+                // The canary's reasons keep their set: a proxy failure is the way to
+                // ingest failing.
+                Reason::Connect | Reason::Proxy => IngestReason::Connect,
                 Reason::Tls => IngestReason::Tls,
                 _ => IngestReason::Rejected,
             };

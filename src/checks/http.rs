@@ -7,9 +7,11 @@
 //! [`crate::net::exchange::send`], shared with the ingest canary; what is here is the
 //! check's part: redirects, the body limit, and judging the answer.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
-use http::header::{CONTENT_LENGTH, LOCATION};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, LOCATION, PROXY_AUTHORIZATION};
+use http::{HeaderMap, HeaderName, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use url::Url;
@@ -21,9 +23,12 @@ use crate::net::exchange::{AbortOnDrop, Route, send};
 /// Probes `check` once. The dispatcher owns the deadline.
 pub async fn probe(check: &HttpCheck, env: &ProbeEnv, trace: &mut Trace) -> Result<Found, Failure> {
     let mut url = check.url.clone();
+    // The check's headers until a redirect leaves its origin; from then on without the
+    // credentials, also if a later redirect comes back.
+    let mut headers = Cow::Borrowed(&check.headers);
     let mut redirects = 0;
     loop {
-        let mut answer = exchange(check, &url, env, trace).await?;
+        let mut answer = exchange(check, &url, &headers, env, trace).await?;
         let status = answer.status.as_u16();
         if check.follow_redirects && answer.status.is_redirection() {
             if let Some(location) = answer.location.take() {
@@ -36,7 +41,7 @@ pub async fn probe(check: &HttpCheck, env: &ProbeEnv, trace: &mut Trace) -> Resu
                         )
                     });
                 }
-                url = match url.join(&location) {
+                let next = match url.join(&location) {
                     Ok(next) if matches!(next.scheme(), "http" | "https") => next,
                     _ => {
                         return Err(Failure {
@@ -45,6 +50,25 @@ pub async fn probe(check: &HttpCheck, env: &ProbeEnv, trace: &mut Trace) -> Resu
                         });
                     }
                 };
+                if url.scheme() == "https"
+                    && next.scheme() == "http"
+                    && !check.allow_https_to_http_redirect
+                {
+                    return Err(Failure {
+                        status: Some(status),
+                        ..Failure::new(
+                            Reason::Http,
+                            "redirect from https:// to http:// refused (allow_https_to_http_redirect = false)",
+                        )
+                    });
+                }
+                if next.origin() != url.origin() && matches!(headers, Cow::Borrowed(_)) {
+                    headers = Cow::Owned(without_credentials(
+                        &check.headers,
+                        &check.sensitive_headers,
+                    ));
+                }
+                url = next;
                 redirects += 1;
                 continue;
             }
@@ -55,6 +79,20 @@ pub async fn probe(check: &HttpCheck, env: &ProbeEnv, trace: &mut Trace) -> Resu
         drop(answer.connection);
         return judge(check, status, body);
     }
+}
+
+/// The headers that may follow a redirect to another origin (scheme, host or port), as
+/// curl and reqwest do: without `Authorization`, `Cookie`, `Proxy-Authorization` and the
+/// check's `sensitive_headers`.
+fn without_credentials(headers: &HeaderMap, sensitive: &[HeaderName]) -> HeaderMap {
+    let mut kept = headers.clone();
+    for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION]
+        .iter()
+        .chain(sensitive)
+    {
+        kept.remove(name);
+    }
+    kept
 }
 
 /// The head of an answer, with the connection kept alive until the body is read.
@@ -70,6 +108,7 @@ struct Answer {
 async fn exchange(
     check: &HttpCheck,
     url: &Url,
+    headers: &HeaderMap,
     env: &ProbeEnv,
     trace: &mut Trace,
 ) -> Result<Answer, Failure> {
@@ -79,16 +118,8 @@ async fn exchange(
         proxy: check.proxy.as_ref(),
     };
     let body = check.request_body.clone().unwrap_or_default();
-    let (response, connection) = send(
-        env,
-        route,
-        check.method.clone(),
-        url,
-        &check.headers,
-        body,
-        trace,
-    )
-    .await?;
+    let (response, connection) =
+        send(env, route, check.method.clone(), url, headers, body, trace).await?;
     trace.close();
 
     let status = response.status();

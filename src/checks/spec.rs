@@ -9,6 +9,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use url::Url;
 
+use crate::net::connect::Proxy;
 use crate::net::x509::TrustRoots;
 
 /// One check of one target.
@@ -98,8 +99,8 @@ pub struct TlsCheck {
     pub server_name: ServerName<'static>,
     /// Trust anchors, built once at config load.
     pub roots: Arc<TrustRoots>,
-    /// HTTP proxy `host:port` (the target's), tunnelled through with `CONNECT`.
-    pub proxy: Option<(String, u16)>,
+    /// HTTP proxy (the target's), tunnelled through with `CONNECT`.
+    pub proxy: Option<Proxy>,
 }
 
 /// An HTTP check.
@@ -123,6 +124,11 @@ pub struct HttpCheck {
     pub follow_redirects: bool,
     /// Most redirects followed.
     pub max_redirects: u32,
+    /// Headers dropped, besides `Authorization`, `Cookie` and `Proxy-Authorization`, once
+    /// a redirect leaves the check's origin.
+    pub sensitive_headers: Vec<http::HeaderName>,
+    /// Whether a redirect from `https://` to `http://` is followed.
+    pub allow_https_to_http_redirect: bool,
     /// Most body bytes read.
     pub max_body_bytes: u64,
     /// TLS client configuration, shared by every check with the same options.
@@ -131,8 +137,8 @@ pub struct HttpCheck {
     pub insecure_skip_verify: bool,
     /// SNI and verification name instead of the URL's host.
     pub server_name: Option<ServerName<'static>>,
-    /// HTTP proxy `host:port`, when one is configured.
-    pub proxy: Option<(String, u16)>,
+    /// HTTP proxy, when one is configured.
+    pub proxy: Option<Proxy>,
 }
 
 impl std::fmt::Debug for HttpCheck {

@@ -4,18 +4,25 @@
 //! The handshake accepts any certificate (the handshake signatures are still checked
 //! against the presented key), so that an expired, self-signed, misnamed or unknown-CA
 //! chain is read instead of refused: the expiry metrics matter most exactly when the
-//! certificate is bad. Only when no certificate arrives (DNS, connect, timeout, a handshake
-//! that fails before the certificate) are there no certificate findings.
+//! certificate is bad. The chain is recorded before the handshake signature is checked (a
+//! P-521 key, which ring cannot verify, still yields its chain), and a Certificate message
+//! over rustls's 64 KiB limit is read off the wire of a second, TLS 1.2-only handshake
+//! ([`crate::net::wire`]). Only when no certificate arrives (DNS, connect, proxy, timeout,
+//! a handshake that fails before the certificate) are there no certificate findings.
 
 use std::sync::Arc;
 
-use rustls::ProtocolVersion;
+use rustls::pki_types::CertificateDer;
+use rustls::{InvalidMessage, ProtocolVersion};
+use tokio::net::TcpStream;
 
 use super::{Failure, Found, Phase, ProbeEnv, Reason, TlsCheck, Trace};
 use crate::clock::unix_seconds;
 use crate::config::defaults::MAX_LABEL_VALUE_CHARS;
-use crate::net::exchange::{dial, tunnel};
+use crate::net::connect::Io;
+use crate::net::exchange::open;
 use crate::net::tls::{AcceptAnyCertificate, provider};
+use crate::net::wire::Tap;
 use crate::net::x509::{self, Problem};
 
 /// The name of the TLS check of a target (the `check` label), reserved for it.
@@ -38,6 +45,13 @@ pub enum TlsReason {
     SelfSigned,
     /// The chain does not lead to a trusted root.
     UnknownIssuer,
+    /// A certificate's signature does not verify with its issuer's key.
+    BadSignature,
+    /// A certificate carries a critical extension clients do not understand.
+    UnsupportedCriticalExtension,
+    /// A certificate clients refuse for what it is (key usage, a CA as leaf, signature
+    /// algorithm, malformed fields).
+    InvalidCertificate,
     /// The TLS handshake failed (not TLS, unparseable certificate, protocol error).
     Handshake,
     /// The host name did not resolve.
@@ -46,21 +60,27 @@ pub enum TlsReason {
     Connect,
     /// The deadline passed before the handshake finished.
     Timeout,
+    /// The configured HTTP proxy failed (unreachable, tunnel refused, 407).
+    Proxy,
 }
 
 impl TlsReason {
     /// Every reason, in precedence order.
-    pub const ALL: [TlsReason; 10] = [
+    pub const ALL: [TlsReason; 14] = [
         TlsReason::None,
         TlsReason::Expired,
         TlsReason::NotYetValid,
         TlsReason::HostnameMismatch,
         TlsReason::SelfSigned,
         TlsReason::UnknownIssuer,
+        TlsReason::BadSignature,
+        TlsReason::UnsupportedCriticalExtension,
+        TlsReason::InvalidCertificate,
         TlsReason::Handshake,
         TlsReason::Dns,
         TlsReason::Connect,
         TlsReason::Timeout,
+        TlsReason::Proxy,
     ];
 
     /// The label value.
@@ -72,10 +92,14 @@ impl TlsReason {
             TlsReason::HostnameMismatch => "hostname_mismatch",
             TlsReason::SelfSigned => "self_signed",
             TlsReason::UnknownIssuer => "unknown_issuer",
+            TlsReason::BadSignature => "bad_signature",
+            TlsReason::UnsupportedCriticalExtension => "unsupported_critical_extension",
+            TlsReason::InvalidCertificate => "invalid_certificate",
             TlsReason::Handshake => "handshake",
             TlsReason::Dns => "dns",
             TlsReason::Connect => "connect",
             TlsReason::Timeout => "timeout",
+            TlsReason::Proxy => "proxy",
         }
     }
 
@@ -85,6 +109,7 @@ impl TlsReason {
             Reason::Dns => TlsReason::Dns,
             Reason::Connect => TlsReason::Connect,
             Reason::Timeout => TlsReason::Timeout,
+            Reason::Proxy => TlsReason::Proxy,
             _ => TlsReason::Handshake,
         }
     }
@@ -98,6 +123,9 @@ impl From<Problem> for TlsReason {
             Problem::HostnameMismatch => TlsReason::HostnameMismatch,
             Problem::SelfSigned => TlsReason::SelfSigned,
             Problem::UnknownIssuer => TlsReason::UnknownIssuer,
+            Problem::BadSignature => TlsReason::BadSignature,
+            Problem::UnsupportedCriticalExtension => TlsReason::UnsupportedCriticalExtension,
+            Problem::InvalidCertificate => TlsReason::InvalidCertificate,
         }
     }
 }
@@ -161,34 +189,33 @@ pub struct CertificateFindings {
 /// or the rest of the handshake failed — and the findings; one that did not answers the
 /// failure, which the dispatcher turns into findings without a certificate.
 pub async fn probe(check: &TlsCheck, env: &ProbeEnv, trace: &mut Trace) -> Result<Found, Failure> {
-    let (dial_host, dial_port) = match &check.proxy {
-        Some((host, port)) => (host.as_str(), *port),
-        None => (check.host.as_str(), check.port),
-    };
-    let mut stream = dial(env, dial_host, dial_port, trace).await?;
-    if check.proxy.is_some() {
-        let authority = if check.host.contains(':') {
-            format!("[{}]:{}", check.host, check.port)
-        } else {
-            format!("{}:{}", check.host, check.port)
-        };
-        tunnel(&mut stream, &authority).await?;
-    }
+    let stream = connect(check, env, trace).await?;
 
     trace.enter(Phase::Tls);
-    // One verifier per probe, since it holds that probe's chain; the expensive part (the
-    // trust roots) lives in the check.
-    let recorder = Arc::new(AcceptAnyCertificate::recording(provider()));
-    let handshake = tokio_rustls::TlsConnector::from(recorder.client_config())
-        .connect(check.server_name.clone(), stream)
-        .await;
+    let (mut attempt, _) = handshake(stream, rustls::DEFAULT_VERSIONS, check).await;
+    if attempt.chain.is_none() && attempt.too_large {
+        // rustls refuses a Certificate message over 64 KiB, and TLS 1.3 encrypts it: ask
+        // again offering only TLS 1.2, which sends it in the clear, and read it off the
+        // wire. A server without TLS 1.2 leaves the probe without a certificate.
+        if let Ok(stream) = connect(check, env, trace).await {
+            trace.enter(Phase::Tls);
+            let (retry, tap) = handshake(Tap::new(stream), &[&rustls::version::TLS12], check).await;
+            attempt.chain = match (retry.chain, tap) {
+                (Some(chain), _) => Some(chain),
+                // rustls stopped reading at the message's length: read the rest.
+                (None, Some(tap)) => tap.certificates().await,
+                (None, None) => None,
+            };
+        }
+    }
     trace.close();
-    let (version, handshake_error) = match &handshake {
-        Ok(tls) => (tls.get_ref().1.protocol_version().map(version_label), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    drop(handshake);
-    let Some(chain) = recorder.take_chain() else {
+    let Attempt {
+        chain,
+        version,
+        error: handshake_error,
+        ..
+    } = attempt;
+    let Some(chain) = chain else {
         let detail = handshake_error.unwrap_or_else(|| "no certificate arrived".to_owned());
         return Err(Failure::new(Reason::Tls, detail));
     };
@@ -234,6 +261,68 @@ pub async fn probe(check: &TlsCheck, env: &ProbeEnv, trace: &mut Trace) -> Resul
     })
 }
 
+/// A connection to the check's server, through the proxy's tunnel when there is one.
+async fn connect(
+    check: &TlsCheck,
+    env: &ProbeEnv,
+    trace: &mut Trace,
+) -> Result<TcpStream, Failure> {
+    let proxy = check.proxy.as_ref();
+    open(env, &check.host, check.port, proxy, true, trace).await
+}
+
+/// What one handshake left: the presented chain, whatever it is worth, and how it ended.
+struct Attempt {
+    chain: Option<Vec<CertificateDer<'static>>>,
+    version: Option<&'static str>,
+    error: Option<String>,
+    /// rustls refused a handshake message over its 64 KiB limit.
+    too_large: bool,
+}
+
+/// One handshake with `check`'s server over `stream`, offering `versions`; the stream comes
+/// back when the handshake failed.
+async fn handshake<S: Io + 'static>(
+    stream: S,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    check: &TlsCheck,
+) -> (Attempt, Option<S>) {
+    // One verifier per probe, since it holds that probe's chain; the expensive part (the
+    // trust roots) lives in the check.
+    let recorder = Arc::new(AcceptAnyCertificate::recording(provider()));
+    let handshake = tokio_rustls::TlsConnector::from(recorder.client_config_speaking(versions))
+        .connect(check.server_name.clone(), stream)
+        .into_fallible()
+        .await;
+    let (version, error, too_large) = match &handshake {
+        Ok(tls) => (
+            tls.get_ref().1.protocol_version().map(version_label),
+            None,
+            false,
+        ),
+        Err((e, _)) => {
+            let too_large = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|inner| {
+                    matches!(
+                        inner,
+                        rustls::Error::InvalidMessage(InvalidMessage::HandshakePayloadTooLarge)
+                    )
+                });
+            (None, Some(e.to_string()), too_large)
+        }
+    };
+    let stream = handshake.err().map(|(_, stream)| stream);
+    let attempt = Attempt {
+        chain: recorder.take_chain(),
+        version,
+        error,
+        too_large,
+    };
+    (attempt, stream)
+}
+
 fn version_label(version: ProtocolVersion) -> &'static str {
     // The client offers only TLS 1.2 and 1.3, so nothing else can be negotiated.
     match version {
@@ -264,10 +353,14 @@ mod tests {
                 "hostname_mismatch",
                 "self_signed",
                 "unknown_issuer",
+                "bad_signature",
+                "unsupported_critical_extension",
+                "invalid_certificate",
                 "handshake",
                 "dns",
                 "connect",
-                "timeout"
+                "timeout",
+                "proxy"
             ]
         );
     }

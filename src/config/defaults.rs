@@ -22,6 +22,9 @@ pub const RETRY_INTERVAL: Duration = Duration::from_secs(3);
 pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// `max_redirects`, when `follow_redirects = true`.
 pub const MAX_REDIRECTS: u32 = 10;
+
+/// Whether a followed redirect may go from `https://` to `http://`.
+pub const ALLOW_HTTPS_TO_HTTP_REDIRECT: bool = false;
 /// `server.shutdown_timeout`.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Seconds that Prometheus may take to scrape and then evaluate (15 s + 15 s with the

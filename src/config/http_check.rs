@@ -4,10 +4,11 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+use super::proxy::{basic_authorization, check_proxy};
 use super::raw::{RawStatus, RawTls};
 use super::secrets::read_secret;
 use super::target::{CheckInput, check_schedule};
-use super::values::{parse_http_url, parse_proxy};
+use super::values::parse_http_url;
 use super::{ConfigError, Context, Fingerprint, client_tls, defaults};
 use crate::checks::{
     BodyExpectations, CheckKind, CheckSpec, HttpCheck, JsonExpectation, JsonPath, StatusSet,
@@ -175,20 +176,17 @@ pub(super) fn build(
         headers.insert(http::header::AUTHORIZATION, value);
     }
     if let Some(auth) = &check.basic_auth {
-        use base64::Engine as _;
         let password = read_secret(&auth.password, &field("basic_auth.password"), ctx)?;
         fingerprint.secret(&password);
-        let encoded = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{password}", auth.username));
-        let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+        let value = basic_authorization(&auth.username, &password).ok_or_else(|| {
             invalid(
                 &field("basic_auth"),
                 "a user name of visible ASCII characters".to_owned(),
             )
         })?;
-        value.set_sensitive(true);
         headers.insert(http::header::AUTHORIZATION, value);
     }
+    let sensitive_headers = sensitive_headers(input, ctx)?;
 
     let tls_raw: RawTls = check.tls.clone().or(target.tls.clone()).unwrap_or_default();
     let tls_key = if check.tls.is_some() {
@@ -198,17 +196,7 @@ pub(super) fn build(
     };
     let tls = client_tls(&tls_raw, &tls_key, tls_cache, ctx)?;
 
-    let proxy = match check.proxy.as_ref().or(target.proxy.as_ref()) {
-        Some(p) => {
-            let proxy_key = if check.proxy.is_some() {
-                field("proxy")
-            } else {
-                format!("targets.{target_name}.proxy")
-            };
-            Some(parse_proxy(p).map_err(|e| invalid(&proxy_key, e))?)
-        }
-        None => None,
-    };
+    let proxy = check_proxy(key, check, target_name, target, ctx, &mut fingerprint)?;
 
     fingerprint
         .add(&tls.ca_digest)
@@ -219,6 +207,8 @@ pub(super) fn build(
             &target.headers,
             &target.tls,
             &target.proxy,
+            &target.proxy_auth,
+            &target.sensitive_headers,
         ))
         .add(&schedule)
         .add(&max_body_bytes);
@@ -241,6 +231,10 @@ pub(super) fn build(
             version_field,
             follow_redirects: check.follow_redirects.unwrap_or(false),
             max_redirects: check.max_redirects.unwrap_or(defaults::MAX_REDIRECTS),
+            sensitive_headers,
+            allow_https_to_http_redirect: check
+                .allow_https_to_http_redirect
+                .unwrap_or(defaults::ALLOW_HTTPS_TO_HTTP_REDIRECT),
             max_body_bytes,
             tls: tls.config,
             insecure_skip_verify: tls.insecure_skip_verify,
@@ -249,6 +243,34 @@ pub(super) fn build(
         }),
         fingerprint: fingerprint.finish(),
     })
+}
+
+/// The headers a redirect to another origin drops: the target's `sensitive_headers` and
+/// the check's, besides the ones always dropped ([`crate::checks::http`]).
+fn sensitive_headers(
+    input: &CheckInput<'_>,
+    ctx: &Context<'_>,
+) -> Result<Vec<HeaderName>, ConfigError> {
+    let target_key = format!("targets.{}.sensitive_headers", input.target_name);
+    let check_key = format!("{}.sensitive_headers", input.key);
+    let mut names = Vec::new();
+    for (key, list) in [
+        (target_key, &input.target.sensitive_headers),
+        (check_key, &input.check.sensitive_headers),
+    ] {
+        for name in list.iter().flatten() {
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ctx.invalid(
+                    &key,
+                    format!("a list of HTTP header names such as [\"X-Api-Key\"], got {name:?}"),
+                )
+            })?;
+            if !names.contains(&header) {
+                names.push(header);
+            }
+        }
+    }
+    Ok(names)
 }
 
 fn status_set(raw: Option<&[RawStatus]>) -> Result<StatusSet, String> {

@@ -18,6 +18,7 @@ mod client_tls;
 pub mod defaults;
 mod fingerprint;
 mod http_check;
+mod proxy;
 pub mod raw;
 mod secrets;
 mod target;
@@ -36,10 +37,11 @@ use crate::checks::CheckSpec;
 use crate::net::tls::ClientConfigCache;
 pub(crate) use client_tls::client_tls;
 pub(crate) use fingerprint::Fingerprint;
+pub(crate) use proxy::target_proxy;
 use raw::{RawConfig, RawTarget};
 pub(crate) use secrets::read_secret;
+pub(crate) use values::check_name;
 use values::parse_http_url;
-pub(crate) use values::{check_name, parse_proxy};
 
 /// Prefix of the environment variables that override config keys, `__` between levels:
 /// `GLITCHTIP_EXPORTER__TARGETS__PROD__URL`.

@@ -87,6 +87,11 @@ pub struct RawTarget {
     pub tls: Option<RawTls>,
     /// HTTP proxy for this target's checks; none by default, whatever the environment says.
     pub proxy: Option<String>,
+    /// Basic credentials for `proxy`.
+    pub proxy_auth: Option<RawBasicAuth>,
+    /// Headers dropped when a redirect leaves the origin (besides `Authorization`,
+    /// `Cookie` and `Proxy-Authorization`, which always are).
+    pub sensitive_headers: Option<Vec<String>>,
     /// `[targets.<name>.checks.<name>]`
     #[serde(default)]
     pub checks: BTreeMap<String, RawCheck>,
@@ -158,6 +163,12 @@ pub struct RawCheck {
     pub tls: Option<RawTls>,
     /// HTTP proxy for this check.
     pub proxy: Option<String>,
+    /// Basic credentials for this check's `proxy`.
+    pub proxy_auth: Option<RawBasicAuth>,
+    /// See [`RawTarget::sensitive_headers`]; added to the target's.
+    pub sensitive_headers: Option<Vec<String>>,
+    /// Follow a redirect from `https://` to `http://` (refused by default).
+    pub allow_https_to_http_redirect: Option<bool>,
     /// `host:port` the `tls` check connects to instead of the target URL's host and port
     /// (the `tls` check only).
     pub address: Option<String>,

@@ -164,6 +164,11 @@ fn overlay(base: RawCheck, over: RawCheck) -> RawCheck {
         max_redirects: over.max_redirects.or(base.max_redirects),
         tls: over.tls.or(base.tls),
         proxy: over.proxy.or(base.proxy),
+        proxy_auth: over.proxy_auth.or(base.proxy_auth),
+        sensitive_headers: over.sensitive_headers.or(base.sensitive_headers),
+        allow_https_to_http_redirect: over
+            .allow_https_to_http_redirect
+            .or(base.allow_https_to_http_redirect),
         address: over.address.or(base.address),
     }
 }

@@ -5,8 +5,7 @@ use rustls::pki_types::ServerName;
 
 use super::raw::RawTls;
 use super::target::{CheckInput, check_schedule};
-use super::values::parse_proxy;
-use super::{ConfigError, Context, Fingerprint};
+use super::{ConfigError, Context, Fingerprint, target_proxy};
 use crate::checks::tls::CHECK_NAME as TLS_CHECK;
 use crate::checks::{CheckKind, CheckSpec, TlsCheck};
 use crate::net::tls::ClientConfigCache;
@@ -45,6 +44,12 @@ pub(super) fn build(
         ("follow_redirects", check.follow_redirects.is_some()),
         ("max_redirects", check.max_redirects.is_some()),
         ("proxy", check.proxy.is_some()),
+        ("proxy_auth", check.proxy_auth.is_some()),
+        ("sensitive_headers", check.sensitive_headers.is_some()),
+        (
+            "allow_https_to_http_redirect",
+            check.allow_https_to_http_redirect.is_some(),
+        ),
     ];
     if let Some((k, _)) = http_only.iter().find(|(_, set)| *set) {
         return Err(ctx.invalid(
@@ -115,14 +120,9 @@ pub(super) fn build(
             format!("a readable PEM file of CA certificates ({e})"),
         )
     })?;
-    let proxy = match &target.proxy {
-        Some(p) => Some(
-            parse_proxy(p).map_err(|e| ctx.invalid(&format!("targets.{target_name}.proxy"), e))?,
-        ),
-        None => None,
-    };
-
-    let fingerprint = Fingerprint::default()
+    let mut fingerprint = Fingerprint::default();
+    let proxy = target_proxy(target_name, target, ctx, &mut fingerprint)?;
+    let fingerprint = fingerprint
         .add(check)
         .add(&(
             TLS_CHECK,
@@ -130,6 +130,7 @@ pub(super) fn build(
             base.as_str(),
             &target.tls,
             &target.proxy,
+            &target.proxy_auth,
         ))
         .add(&schedule)
         // A CA file rewritten in place changes the check too.

@@ -16,10 +16,21 @@ pub(super) fn parse_http_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// An `http://` proxy URL as `(host, port)`.
+/// An `http://` proxy URL without credentials as `(host, port)`. A URL with a user or
+/// password is refused without being echoed, since the password is in it.
 pub(crate) fn parse_proxy(text: &str) -> Result<(String, u16), String> {
-    let u = Url::parse(text)
-        .ok()
+    let parsed = Url::parse(text).ok();
+    if text.contains('@')
+        || parsed
+            .as_ref()
+            .is_some_and(|u| !u.username().is_empty() || u.password().is_some())
+    {
+        return Err(
+            "a proxy URL without credentials such as \"http://proxy:3128\", with them in proxy_auth = { username = \"…\", password = { file = \"…\" } }"
+                .to_owned(),
+        );
+    }
+    let u = parsed
         .filter(|u| u.scheme() == "http" && u.host_str().is_some())
         .ok_or_else(|| {
             format!("an http:// proxy URL such as \"http://proxy:3128\", got {text:?}")

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -59,10 +60,44 @@ pub async fn tcp_connect(addrs: &[SocketAddr]) -> io::Result<TcpStream> {
     Err(last)
 }
 
-/// Asks an HTTP proxy on `stream` to open a tunnel to `authority` (`host:port`).
-pub async fn proxy_tunnel(stream: &mut TcpStream, authority: &str) -> io::Result<()> {
-    let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
+/// An HTTP proxy: where it is, and the credentials it asks for, if any.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The `Proxy-Authorization` value (`Basic …`), marked sensitive; sent on `CONNECT`
+    /// and on every request forwarded in absolute form.
+    pub authorization: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Proxy {
+    // Not derived: the authorization value holds the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("authorization", &self.authorization.is_some())
+            .finish()
+    }
+}
+
+/// Asks an HTTP proxy on `stream` to open a tunnel to `authority` (`host:port`), with
+/// `authorization` as `Proxy-Authorization` when given.
+pub async fn proxy_tunnel(
+    stream: &mut TcpStream,
+    authority: &str,
+    authorization: Option<&HeaderValue>,
+) -> io::Result<()> {
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
+    if let Some(value) = authorization {
+        request.extend_from_slice(b"Proxy-Authorization: ");
+        request.extend_from_slice(value.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    stream.write_all(&request).await?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {

@@ -1,6 +1,6 @@
 //! The way from a probe to its server, in the terms every prober reports: each step timed
 //! as its phase of the probe's [`Trace`], each failure given the reason it has for every
-//! kind of check (`dns`, `connect`, `tls`, `http`).
+//! kind of check (`dns`, `connect`, `proxy`, `tls`, `http`).
 //!
 //! [`dial`] resolves and connects, for every prober that opens a connection; [`send`] is
 //! one HTTP/1.1 exchange over a fresh connection (proxy tunnel, TLS with the configuration
@@ -13,8 +13,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HOST, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http::header::{HOST, PROXY_AUTHORIZATION, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use url::Url;
 
 pub use super::connect::AbortOnDrop;
+pub use super::connect::Proxy;
 use super::connect::{Io, proxy_tunnel, resolve, tcp_connect};
 use crate::checks::{Failure, Phase, ProbeEnv, Reason, Trace};
 
@@ -37,8 +38,9 @@ pub struct Route<'a> {
     pub tls: &'a Arc<ClientConfig>,
     /// SNI and verification name instead of the URL's host.
     pub server_name: Option<&'a ServerName<'static>>,
-    /// HTTP proxy `host:port`: plain HTTP through it, HTTPS through a `CONNECT` tunnel.
-    pub proxy: Option<&'a (String, u16)>,
+    /// HTTP proxy: plain HTTP through it in absolute form, HTTPS through a `CONNECT`
+    /// tunnel.
+    pub proxy: Option<&'a Proxy>,
 }
 
 /// Sends one request over a fresh connection and waits for the response headers. The
@@ -63,21 +65,7 @@ pub async fn send(
     let port = url
         .port_or_known_default()
         .ok_or_else(|| Failure::new(Reason::Http, "URL without a port"))?;
-    let (dial_host, dial_port) = match route.proxy {
-        Some((proxy_host, proxy_port)) => (proxy_host.as_str(), *proxy_port),
-        None => (host, port),
-    };
-
-    let mut stream = dial(env, dial_host, dial_port, trace).await?;
-    if route.proxy.is_some() && https {
-        // An IPv6 literal in brackets, as the TLS prober sends it.
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        tunnel(&mut stream, &authority).await?;
-    }
+    let stream = open(env, host, port, route.proxy, https, trace).await?;
     let io: Box<dyn Io> = if https {
         trace.enter(Phase::Tls);
         let server_name = match route.server_name {
@@ -101,12 +89,37 @@ pub async fn send(
     let connection = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
     }));
-    let proxied = route.proxy.is_some();
-    let request = build_request(method, url, host, port, https, proxied, headers, body)?;
+    // Plain HTTP goes to the proxy in absolute form, with its credentials.
+    let forwarding_proxy = route.proxy.filter(|_| !https);
+    let mut request = build_request(
+        method,
+        url,
+        host,
+        port,
+        https,
+        forwarding_proxy.is_some(),
+        headers,
+        body,
+    )?;
+    if let Some(value) = forwarding_proxy.and_then(|p| p.authorization.as_ref()) {
+        request
+            .headers_mut()
+            .insert(PROXY_AUTHORIZATION, value.clone());
+    }
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| Failure::new(Reason::Http, e.to_string()))?;
+    if forwarding_proxy.is_some() && response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+    {
+        return Err(Failure {
+            status: Some(response.status().as_u16()),
+            ..Failure::new(
+                Reason::Proxy,
+                "proxy refused the request with status 407 (proxy authentication required)",
+            )
+        });
+    }
     Ok((response, connection))
 }
 
@@ -128,12 +141,46 @@ pub async fn dial(
         .map_err(|e| Failure::new(Reason::Connect, e.to_string()))
 }
 
-/// Asks the HTTP proxy on `stream` for a tunnel to `authority` (`host:port`); a refusal is
-/// a `connect` failure.
-pub async fn tunnel(stream: &mut TcpStream, authority: &str) -> Result<(), Failure> {
-    proxy_tunnel(stream, authority)
+/// Connects to `host:port`, directly or through `proxy`: the `resolve` and `connect`
+/// phases of `trace`, the last left open. With `tunnel`, the proxy is asked for a
+/// `CONNECT` tunnel to `host:port` (for TLS); without, the caller speaks to the proxy
+/// itself. Whatever goes wrong with the proxy — its name, its port, a refused tunnel —
+/// is a `proxy` failure, apart from the target's own `dns` and `connect`.
+pub async fn open(
+    env: &ProbeEnv,
+    host: &str,
+    port: u16,
+    proxy: Option<&Proxy>,
+    tunnel: bool,
+    trace: &mut Trace,
+) -> Result<TcpStream, Failure> {
+    let Some(proxy) = proxy else {
+        return dial(env, host, port, trace).await;
+    };
+    let to_proxy = |failure: Failure| {
+        Failure::new(
+            Reason::Proxy,
+            format!(
+                "proxy {}:{} unreachable: {}",
+                proxy.host, proxy.port, failure.detail
+            ),
+        )
+    };
+    let mut stream = dial(env, &proxy.host, proxy.port, trace)
         .await
-        .map_err(|e| Failure::new(Reason::Connect, e.to_string()))
+        .map_err(to_proxy)?;
+    if tunnel {
+        // An IPv6 literal in brackets.
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        proxy_tunnel(&mut stream, &authority, proxy.authorization.as_ref())
+            .await
+            .map_err(|e| Failure::new(Reason::Proxy, e.to_string()))?;
+    }
+    Ok(stream)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -193,8 +240,8 @@ mod tests {
     use crate::net::resolver::StaticResolver;
     use crate::net::tls::http_client_config;
 
-    /// A proxy that answers the first request with `answer` and hands back its first line.
-    async fn proxy(answer: &'static str) -> ((String, u16), tokio::task::JoinHandle<String>) {
+    /// A proxy that answers the first request with `answer` and hands back its head.
+    async fn proxy(answer: &'static str) -> (Proxy, tokio::task::JoinHandle<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
@@ -202,13 +249,17 @@ mod tests {
             let mut buf = vec![0; 4096];
             let n = stream.read(&mut buf).await.unwrap();
             stream.write_all(answer.as_bytes()).await.unwrap();
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            text.lines().next().unwrap_or_default().to_owned()
+            String::from_utf8_lossy(&buf[..n]).into_owned()
         });
-        (("127.0.0.1".to_owned(), port), task)
+        let proxy = Proxy {
+            host: "127.0.0.1".to_owned(),
+            port,
+            authorization: None,
+        };
+        (proxy, task)
     }
 
-    async fn send_through(proxy: &(String, u16), url: &str) -> Result<u16, Failure> {
+    async fn send_through(proxy: &Proxy, url: &str) -> Result<u16, Failure> {
         let env = ProbeEnv {
             resolver: Arc::new(StaticResolver::new()),
             clock: Arc::new(SystemClock),
@@ -228,29 +279,108 @@ mod tests {
         Ok(response.status().as_u16())
     }
 
+    fn first_line(head: &str) -> &str {
+        head.lines().next().unwrap_or_default()
+    }
+
+    fn with_credentials(mut proxy: Proxy) -> Proxy {
+        // "u:secret"
+        proxy.authorization = Some(HeaderValue::from_static("Basic dTpzZWNyZXQ="));
+        proxy
+    }
+
     #[tokio::test]
     async fn plain_http_through_a_proxy_asks_it_for_the_absolute_url() {
         let (addr, seen) = proxy("HTTP/1.1 204 No Content\r\n\r\n").await;
         let status = send_through(&addr, "http://glitchtip.invalid:8000/_health/?x=1").await;
         assert_eq!(status.unwrap(), 204);
+        let head = seen.await.unwrap();
         assert_eq!(
-            seen.await.unwrap(),
+            first_line(&head),
             "GET http://glitchtip.invalid:8000/_health/?x=1 HTTP/1.1"
+        );
+        assert!(
+            !head.to_ascii_lowercase().contains("proxy-authorization"),
+            "{head}"
         );
     }
 
     #[tokio::test]
-    async fn https_through_a_proxy_that_refuses_the_tunnel_is_connect() {
+    async fn plain_http_through_a_proxy_carries_its_credentials() {
+        let (addr, seen) = proxy("HTTP/1.1 204 No Content\r\n\r\n").await;
+        let status = send_through(&with_credentials(addr), "http://glitchtip.invalid/").await;
+        assert_eq!(status.unwrap(), 204);
+        let head = seen.await.unwrap();
+        assert!(
+            head.contains("proxy-authorization: Basic dTpzZWNyZXQ=\r\n"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forwarding_proxy_asking_for_credentials_is_proxy_not_status() {
+        let (addr, _seen) =
+            proxy("HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n").await;
+        let failure = send_through(&addr, "http://glitchtip.invalid/")
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, Reason::Proxy);
+        assert_eq!(failure.status, Some(407));
+    }
+
+    #[tokio::test]
+    async fn the_tunnel_request_carries_the_proxy_credentials() {
+        let (addr, seen) = proxy("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await;
+        let failure = send_through(&with_credentials(addr), "https://glitchtip.invalid/")
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, Reason::Proxy);
+        assert_eq!(failure.detail, "proxy refused CONNECT with status 407");
+        assert_eq!(
+            seen.await.unwrap(),
+            "CONNECT glitchtip.invalid:443 HTTP/1.1\r\nHost: glitchtip.invalid:443\r\nProxy-Authorization: Basic dTpzZWNyZXQ=\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_through_a_proxy_that_refuses_the_tunnel_is_proxy() {
         let (addr, seen) = proxy("HTTP/1.1 403 Forbidden\r\n\r\n").await;
         let failure = send_through(&addr, "https://glitchtip.invalid/")
             .await
             .unwrap_err();
-        assert_eq!(failure.reason, Reason::Connect);
+        assert_eq!(failure.reason, Reason::Proxy);
         assert_eq!(failure.detail, "proxy refused CONNECT with status 403");
         assert_eq!(
-            seen.await.unwrap(),
+            first_line(&seen.await.unwrap()),
             "CONNECT glitchtip.invalid:443 HTTP/1.1"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_proxy_is_proxy_not_connect() {
+        // A port that was just free: nothing listens there.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let proxy = Proxy {
+            host: "127.0.0.1".to_owned(),
+            port,
+            authorization: None,
+        };
+        for url in ["http://glitchtip.invalid/", "https://glitchtip.invalid/"] {
+            let failure = send_through(&proxy, url).await.unwrap_err();
+            assert_eq!(failure.reason, Reason::Proxy, "{url}");
+            assert!(
+                failure
+                    .detail
+                    .starts_with(&format!("proxy 127.0.0.1:{port} unreachable: ")),
+                "{}",
+                failure.detail
+            );
+        }
     }
 
     #[tokio::test]
@@ -259,7 +389,10 @@ mod tests {
         let failure = send_through(&addr, "https://[::1]:8443/")
             .await
             .unwrap_err();
-        assert_eq!(failure.reason, Reason::Connect);
-        assert_eq!(seen.await.unwrap(), "CONNECT [::1]:8443 HTTP/1.1");
+        assert_eq!(failure.reason, Reason::Proxy);
+        assert_eq!(
+            first_line(&seen.await.unwrap()),
+            "CONNECT [::1]:8443 HTTP/1.1"
+        );
     }
 }

@@ -198,9 +198,17 @@ impl AcceptAnyCertificate {
 
     /// A client configuration using this verifier.
     pub fn client_config(self: &Arc<Self>) -> Arc<ClientConfig> {
+        self.client_config_speaking(rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`Self::client_config`] offering only `versions`.
+    pub fn client_config_speaking(
+        self: &Arc<Self>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<ClientConfig> {
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
+            .with_protocol_versions(versions)
+            .expect("ring supports TLS 1.2 and 1.3")
             .dangerous()
             .with_custom_certificate_verifier(self.clone())
             .with_no_client_auth();
@@ -267,8 +275,16 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
+        let mut schemes = self
+            .provider
             .signature_verification_algorithms
-            .supported_schemes()
+            .supported_schemes();
+        // When recording, also P-521, which ring cannot verify: a server with such a key
+        // then sends its certificate (else it gives up before) and the handshake fails
+        // only after the chain was recorded, so that its expiry is known.
+        if self.chain.is_some() && !schemes.contains(&SignatureScheme::ECDSA_NISTP521_SHA512) {
+            schemes.push(SignatureScheme::ECDSA_NISTP521_SHA512);
+        }
+        schemes
     }
 }

@@ -96,9 +96,37 @@ pub enum Problem {
     HostnameMismatch,
     /// The chain does not verify and the leaf is its own issuer.
     SelfSigned,
-    /// The chain does not lead to a trusted root: unknown CA, missing intermediate, bad
-    /// signature, or a certificate not usable for a TLS server.
+    /// The chain does not lead to a trusted root: unknown CA or missing intermediate.
     UnknownIssuer,
+    /// A certificate's signature does not verify with its issuer's key.
+    BadSignature,
+    /// A certificate carries a critical extension that clients do not understand.
+    UnsupportedCriticalExtension,
+    /// A certificate clients refuse for what it is rather than who signed it: not for a
+    /// TLS server (key usage), a CA used as a leaf, an unsupported signature algorithm,
+    /// malformed fields.
+    InvalidCertificate,
+}
+
+impl Problem {
+    /// The problem a verifier error names; `self_issued` tells an untrusted self-signed
+    /// leaf from an unknown issuer.
+    fn of(error: &webpki::Error, self_issued: bool) -> Self {
+        use webpki::Error as E;
+        match error {
+            E::CertExpired { .. } => Problem::Expired,
+            E::CertNotValidYet { .. } => Problem::NotYetValid,
+            E::UnknownIssuer if self_issued => Problem::SelfSigned,
+            // Path building gave up before it found a way to a trusted root.
+            E::UnknownIssuer
+            | E::MaximumSignatureChecksExceeded
+            | E::MaximumPathBuildCallsExceeded
+            | E::MaximumPathDepthExceeded => Problem::UnknownIssuer,
+            E::InvalidSignatureForPublicKey => Problem::BadSignature,
+            E::UnsupportedCriticalExtension => Problem::UnsupportedCriticalExtension,
+            _ => Problem::InvalidCertificate,
+        }
+    }
 }
 
 /// What a presented chain is worth at one instant. Times are Unix seconds.
@@ -197,10 +225,11 @@ pub fn inspect(
                 Err(e) => (None, Some(e)),
             };
             let name_ok = ee.verify_is_valid_for_subject_name(server_name).is_ok();
-            (earliest, error, name_ok)
+            (earliest, error, Some(name_ok))
         }
-        // x509-parser read it but webpki cannot: it verifies nothing and names nobody.
-        Err(e) => (None, Some(e), false),
+        // x509-parser read it but webpki cannot: it verifies nothing, and whom it names
+        // is not known (not a mismatch: the reason is why webpki refused it).
+        Err(e) => (None, Some(e), None),
     };
 
     let expired = now_secs > leaf_times.not_after
@@ -211,16 +240,11 @@ pub fn inspect(
         Some(Problem::Expired)
     } else if not_yet_valid {
         Some(Problem::NotYetValid)
-    } else if !name_ok {
+    } else if name_ok == Some(false) {
         Some(Problem::HostnameMismatch)
-    } else if chain_error.is_some() {
-        if leaf.subject().as_raw() == leaf.issuer().as_raw() {
-            Some(Problem::SelfSigned)
-        } else {
-            Some(Problem::UnknownIssuer)
-        }
     } else {
-        None
+        let self_issued = leaf.subject().as_raw() == leaf.issuer().as_raw();
+        chain_error.map(|e| Problem::of(&e, self_issued))
     };
 
     Ok(ChainReport {
@@ -341,6 +365,51 @@ mod tests {
         let report = inspect(&[leaf], &other, &roots, at(T)).unwrap();
         assert_eq!(report.problem, Some(Problem::HostnameMismatch));
         assert_eq!(report.earliest_verified, Some((T + DAY) as i64));
+    }
+
+    /// A trusted root, and the leaf `leaf` signed by `signer` in the root's name (the
+    /// root's own key unless another is given).
+    fn judged(leaf: CertificateParams, signer: Option<KeyPair>) -> Option<Problem> {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = params(&[], T - 1000 * DAY, T + 1000 * DAY);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, signer.unwrap_or(ca_key));
+        let key = KeyPair::generate().unwrap();
+        let leaf = leaf.signed_by(&key, &issuer).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), ca_cert.pem()).unwrap();
+        let roots = TrustRoots::load(Some(file.path())).unwrap();
+        inspect(&[leaf.der().clone()], &name(), &roots, at(T))
+            .unwrap()
+            .problem
+    }
+
+    #[test]
+    fn each_verifier_error_is_the_problem_it_names() {
+        let leaf = || params(&["glitchtip.test"], T - DAY, T + DAY);
+        assert_eq!(judged(leaf(), None), None);
+        // Signed in the root's name with another key.
+        let forger = KeyPair::generate().unwrap();
+        assert_eq!(judged(leaf(), Some(forger)), Some(Problem::BadSignature));
+        // A CA certificate serving as the leaf.
+        let mut ca_leaf = leaf();
+        ca_leaf.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        assert_eq!(judged(ca_leaf, None), Some(Problem::InvalidCertificate));
+        // Only for TLS clients, not servers.
+        let mut client_only = leaf();
+        client_only.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        assert_eq!(judged(client_only, None), Some(Problem::InvalidCertificate));
+        // webpki cannot even parse it: not a hostname mismatch, which was reported before.
+        let mut critical = leaf();
+        let mut extension =
+            rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], vec![5, 0]);
+        extension.set_criticality(true);
+        critical.custom_extensions.push(extension);
+        assert_eq!(
+            judged(critical, None),
+            Some(Problem::UnsupportedCriticalExtension)
+        );
     }
 
     #[test]

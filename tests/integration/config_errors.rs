@@ -65,7 +65,7 @@ macro_rules! cases {
 
 cases! {
     unknown_top_level_key, "unknown_top_level_key.toml", "config file {file}: unknown field `sever`, expected one of `server`, `defaults`, `targets`, `heartbeats`";
-    unknown_check_key, "unknown_check_key.toml", "config file {file}: unknown field `expected_status`, expected one of `enabled`, `method`, `path`, `url`, `body`, `expect_status`, `keyword`, `regex`, `json`, `version_field`, `headers`, `bearer_token`, `basic_auth`, `interval`, `timeout`, `retry_interval`, `max_body_bytes`, `follow_redirects`, `max_redirects`, `tls`, `proxy`, `address` for key `targets.prod.checks.health`";
+    unknown_check_key, "unknown_check_key.toml", "config file {file}: unknown field `expected_status`, expected one of `enabled`, `method`, `path`, `url`, `body`, `expect_status`, `keyword`, `regex`, `json`, `version_field`, `headers`, `bearer_token`, `basic_auth`, `interval`, `timeout`, `retry_interval`, `max_body_bytes`, `follow_redirects`, `max_redirects`, `tls`, `proxy`, `proxy_auth`, `sensitive_headers`, `allow_https_to_http_redirect`, `address` for key `targets.prod.checks.health`";
     targets_wrong_type, "targets_wrong_type.toml", "config file {file}: invalid type: integer `5`, expected a map for key `targets`";
     duration_without_unit, "duration_without_unit.toml", r#"config file {file}: invalid value: string "10", expected a duration for key `defaults.interval`"#;
     duration_in_words, "duration_in_words.toml", r#"config file {file}: invalid value: string "ten seconds", expected a duration for key `targets.prod.timeout`"#;
@@ -93,6 +93,10 @@ cases! {
     bearer_token_file_missing, "bearer_token_file_missing.toml", "config file {file}: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read {dir}/no-such-token: No such file or directory (os error 2)";
     bearer_token_env_unset, "bearer_token_env_unset.toml", "config file {file}: targets.prod.checks.organizations.bearer_token.env: environment variable GLITCHTIP_EXPORTER_TEST_UNSET_TOKEN to be set and not empty";
     proxy_https, "proxy_https.toml", r#"config file {file}: targets.prod.proxy: an http:// proxy URL such as "http://proxy:3128", got "https://proxy.example.com:3128""#;
+    proxy_with_credentials, "proxy_with_credentials.toml", r#"config file {file}: targets.prod.proxy: a proxy URL without credentials such as "http://proxy:3128", with them in proxy_auth = { username = "…", password = { file = "…" } }"#;
+    proxy_auth_without_proxy, "proxy_auth_without_proxy.toml", "config file {file}: targets.prod.proxy_auth: a `proxy` beside it: credentials go only to the proxy they are for";
+    proxy_auth_password_missing, "proxy_auth_password_missing.toml", "config file {file}: targets.prod.proxy_auth.password.file: a readable file, cannot read {dir}/no-such-proxy-password: No such file or directory (os error 2)";
+    sensitive_header_invalid, "sensitive_header_invalid.toml", r#"config file {file}: targets.prod.sensitive_headers: a list of HTTP header names such as ["X-Api-Key"], got "X Api Key""#;
     header_name_invalid, "header_name_invalid.toml", "config file {file}: targets.prod.headers.X Forwarded Host: a valid HTTP header name";
     empty_file, "empty.toml", "config file {file}: targets: at least one target: pass --target URL or add a [targets.<name>] table";
     toml_syntax, "toml_syntax.toml", "config file {file}: TOML parse error at line 3, column 37\n  |\n3 | url = \"https://glitchtip.example.com\n  |                                     ^\ninvalid basic string, expected `\"`";

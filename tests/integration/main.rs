@@ -13,6 +13,7 @@ mod config_errors;
 mod e2e;
 mod heartbeat;
 mod queue;
+mod redirects;
 mod reload;
 mod scenarios;
 mod scrape_mode;

@@ -182,6 +182,17 @@ async fn start_with(
     versions: &[&'static rustls::SupportedProtocolVersion],
     certified: Arc<CertifiedKey>,
 ) -> TlsServer {
+    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    start_answering(versions, certified, answer.to_vec()).await
+}
+
+/// [`start_with`] answering every request with `answer`.
+async fn start_answering(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    certified: Arc<CertifiedKey>,
+    answer: Vec<u8>,
+) -> TlsServer {
+    let answer: Arc<[u8]> = answer.into();
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .unwrap()
@@ -196,7 +207,7 @@ async fn start_with(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let acceptor = acceptor.clone();
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
             connections.spawn(async move {
                 let Ok(mut tls) = acceptor.accept(stream).await else {
                     return;
@@ -209,11 +220,7 @@ async fn start_with(
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = tls
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
+                let _ = tls.write_all(&answer).await;
                 let _ = tls.shutdown().await;
             });
             while connections.try_join_next().is_some() {}
@@ -331,7 +338,7 @@ fn assert_tls(m: &Samples, e: &Expect) {
     assert_eq!(m.check("glitchtip_up", "gt", "tls"), up);
     let core = match e.reason {
         "none" => "none",
-        "dns" | "connect" | "timeout" => e.reason,
+        "dns" | "connect" | "timeout" | "proxy" => e.reason,
         _ => "tls",
     };
     assert_eq!(m.reason("gt", "tls"), core);
@@ -576,17 +583,7 @@ async fn self_signed() {
     let root = root_ca(ROOT_CN, 3650);
     let leaf = self_signed_leaf(&[TEST_HOST], -10, 90);
     let m = scrape_chain(vec![leaf.der.clone()], &leaf.key, &[&root.pem]).await;
-    assert_tls(
-        &m,
-        &Expect {
-            reason: "self_signed",
-            valid: Some(0.0),
-            expiry_days: Some(90),
-            leaf_days: Some(90),
-            earliest_presented_days: Some(90),
-            earliest_verified_days: None,
-        },
-    );
+    assert_tls(&m, &unverified_90_days("self_signed"));
     let info = m.find("glitchtip_tls_cert_info", &[("target", "gt")]);
     assert_eq!(info[0].0["issuer"], format!("CN={TEST_HOST}"));
 }
@@ -602,17 +599,7 @@ async fn unknown_ca() {
         &[&trusted.pem],
     )
     .await;
-    assert_tls(
-        &m,
-        &Expect {
-            reason: "unknown_issuer",
-            valid: Some(0.0),
-            expiry_days: Some(90),
-            leaf_days: Some(90),
-            earliest_presented_days: Some(90),
-            earliest_verified_days: None,
-        },
-    );
+    assert_tls(&m, &unverified_90_days("unknown_issuer"));
 }
 
 #[tokio::test]
@@ -717,6 +704,18 @@ async fn clock_moved_past_not_after_flips_valid_to_expired() {
 // ---------------------------------------------------------------------------------------
 // No certificate: the certificate series are absent and the reason says why
 
+/// A leaf for 90 more days, read, whose chain does not verify for `reason`.
+fn unverified_90_days(reason: &'static str) -> Expect {
+    Expect {
+        reason,
+        valid: Some(0.0),
+        expiry_days: Some(90),
+        leaf_days: Some(90),
+        earliest_presented_days: Some(90),
+        earliest_verified_days: None,
+    }
+}
+
 fn no_certificate(reason: &'static str) -> Expect {
     Expect {
         reason,
@@ -787,19 +786,189 @@ async fn unparseable_certificate_is_handshake() {
     assert!(duration < 2.0, "within the deadline: {duration}");
 }
 
-#[tokio::test]
-async fn huge_chain_is_handshake() {
-    // Far more than the 64 KiB a TLS handshake message may carry.
+/// A leaf (its root untrusted) followed by copies of its root: far more than the 64 KiB a
+/// TLS handshake message may carry.
+fn huge_chain() -> (Leaf, Vec<CertificateDer<'static>>) {
     let root = root_ca(ROOT_CN, 3650);
     let leaf = leaf(&[TEST_HOST], -10, 90, &root);
     let mut chain = vec![leaf.der.clone()];
     while chain.iter().map(|c| c.len()).sum::<usize>() < 100 * 1024 {
         chain.push(root.der.clone());
     }
+    (leaf, chain)
+}
+
+#[tokio::test]
+async fn huge_chain_is_read_over_tls_1_2_and_its_expiry_is_known() {
+    // rustls refuses it; the prober reads it off the wire of a TLS 1.2 handshake.
+    let (leaf, chain) = huge_chain();
     let server = start_tls_server(chain, &leaf.key).await;
+    let (m, duration) = scrape_url(TEST_HOST, server.addr.port(), "2s").await;
+    assert_tls(&m, &unverified_90_days("unknown_issuer"));
+    assert!(duration < 2.0, "within the deadline: {duration}");
+}
+
+#[tokio::test]
+async fn huge_chain_from_a_server_without_tls_1_2_leaves_no_certificate() {
+    let (leaf, chain) = huge_chain();
+    let server = start_tls_server_speaking(&[&rustls::version::TLS13], chain, &leaf.key).await;
     let (m, duration) = scrape_url(TEST_HOST, server.addr.port(), "2s").await;
     assert_tls(&m, &no_certificate("handshake"));
     assert!(duration < 2.0, "within the deadline: {duration}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Certificates rustls refuses, whose expiry is still known
+
+/// `content` as one DER element of `tag`.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![tag];
+    match len {
+        0..=0x7f => out.push(len as u8),
+        0x80..=0xff => out.extend_from_slice(&[0x81, len as u8]),
+        0x100..=0xffff => out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]),
+        _ => out.extend_from_slice(&[0x83, (len >> 16) as u8, (len >> 8) as u8, len as u8]),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// The elements of the DER sequence `seq`, each whole (tag and length included).
+fn elements(seq: &[u8]) -> Vec<&[u8]> {
+    let content_start = |d: &[u8]| match d[1] {
+        n @ 0..=0x7f => (2, usize::from(n)),
+        0x81 => (3, usize::from(d[2])),
+        0x82 => (4, usize::from(d[2]) << 8 | usize::from(d[3])),
+        _ => (
+            5,
+            usize::from(d[2]) << 16 | usize::from(d[3]) << 8 | usize::from(d[4]),
+        ),
+    };
+    let (head, _) = content_start(seq);
+    let mut rest = &seq[head..];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (h, len) = content_start(rest);
+        out.push(&rest[..h + len]);
+        rest = &rest[h + len..];
+    }
+    out
+}
+
+/// A leaf for [`TEST_HOST`] signed by `by` whose key is a P-521 one: rcgen (ring) cannot
+/// make one, so a P-256 leaf gets a P-521 public key and is signed again by `by`.
+fn p521_leaf(by: &Ca) -> CertificateDer<'static> {
+    use rcgen::SigningKey as _;
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf_params(&[TEST_HOST], -10, 90, 0x1234)
+        .signed_by(&key, &by.issuer)
+        .unwrap();
+    let outer = elements(cert.der());
+    let mut tbs: Vec<Vec<u8>> = elements(outer[0]).into_iter().map(<[u8]>::to_vec).collect();
+    // id-ecPublicKey, secp521r1; an uncompressed point of 2 × 66 bytes.
+    let algorithm = [
+        der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
+        der(0x06, &[0x2b, 0x81, 0x04, 0x00, 0x23]),
+    ]
+    .concat();
+    let mut point = vec![0x00, 0x04];
+    point.extend_from_slice(&[0x5a; 132]);
+    // [0] version, serial, signature, issuer, validity, subject, then the key.
+    tbs[6] = der(0x30, &[der(0x30, &algorithm), der(0x03, &point)].concat());
+    let tbs = der(0x30, &tbs.concat());
+    let mut signature = vec![0x00];
+    signature.extend(by.issuer.key().sign(&tbs).unwrap());
+    let whole = der(
+        0x30,
+        &[tbs, outer[1].to_vec(), der(0x03, &signature)].concat(),
+    );
+    CertificateDer::from(whole)
+}
+
+/// A server key that claims P-521 (ECDSA with SHA-512), as a server with a P-521
+/// certificate does when the client offers it; its signatures are never checked (ring has
+/// no P-521).
+#[derive(Debug)]
+struct P521Key;
+
+impl rustls::sign::SigningKey for P521Key {
+    fn choose_scheme(
+        &self,
+        offered: &[rustls::SignatureScheme],
+    ) -> Option<Box<dyn rustls::sign::Signer>> {
+        offered
+            .contains(&rustls::SignatureScheme::ECDSA_NISTP521_SHA512)
+            .then(|| Box::new(P521Key) as Box<dyn rustls::sign::Signer>)
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        rustls::SignatureAlgorithm::ECDSA
+    }
+}
+
+impl rustls::sign::Signer for P521Key {
+    fn sign(&self, _message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        Ok(der(0x30, &[der(0x02, &[1]), der(0x02, &[1])].concat()))
+    }
+
+    fn scheme(&self) -> rustls::SignatureScheme {
+        rustls::SignatureScheme::ECDSA_NISTP521_SHA512
+    }
+}
+
+#[tokio::test]
+async fn p521_leaf_fails_the_handshake_and_its_expiry_is_known() {
+    let root = root_ca(ROOT_CN, 3650);
+    let leaf = p521_leaf(&root);
+    let server = start_with(
+        rustls::DEFAULT_VERSIONS,
+        Arc::new(CertifiedKey::new(vec![leaf], Arc::new(P521Key))),
+    )
+    .await;
+    let ca = ca_file(&[&root.pem]);
+    let m = scrape(&config(server.addr.port(), ca.path(), "")).await;
+    // The chain verifies; the handshake signature cannot be checked.
+    let expect = Expect {
+        earliest_verified_days: Some(90),
+        ..unverified_90_days("handshake")
+    };
+    assert_tls(&m, &expect);
+    assert!(version(&m).is_empty());
+}
+
+#[tokio::test]
+async fn unsupported_critical_extension_is_named_and_its_expiry_is_known() {
+    let root = root_ca(ROOT_CN, 3650);
+    let key = KeyPair::generate().unwrap();
+    let mut params = leaf_params(&[TEST_HOST], -10, 90, 0x1234);
+    let mut extension =
+        rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], der(0x05, &[]));
+    extension.set_criticality(true);
+    params.custom_extensions.push(extension);
+    let cert = params.signed_by(&key, &root.issuer).unwrap();
+    let m = scrape_chain(vec![cert.der().clone()], &key, &[&root.pem]).await;
+    assert_tls(&m, &unverified_90_days("unsupported_critical_extension"));
+}
+
+#[tokio::test]
+async fn certificate_over_64_kib_fails_the_handshake_and_its_expiry_is_known() {
+    let root = root_ca(ROOT_CN, 3650);
+    let key = KeyPair::generate().unwrap();
+    let mut params = leaf_params(&[TEST_HOST], -10, 90, 0x1234);
+    // A non-critical extension nobody reads, 70 000 bytes long.
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 55555, 2],
+            der(0x04, &[0xab; 70_000]),
+        ));
+    let cert = params.signed_by(&key, &root.issuer).unwrap();
+    assert!(cert.der().len() > 64 * 1024);
+    let m = scrape_chain(vec![cert.der().clone()], &key, &[&root.pem]).await;
+    // Read off the wire of a TLS 1.2 handshake; webpki, as clients, cannot parse a
+    // certificate this large.
+    assert_tls(&m, &unverified_90_days("invalid_certificate"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1039,6 +1208,19 @@ async fn start_connect_proxy(
     Arc<std::sync::Mutex<Vec<String>>>,
     JoinHandle<()>,
 ) {
+    start_connect_proxy_asking(upstream, None).await
+}
+
+/// [`start_connect_proxy`] that answers 407 unless the request carries
+/// `Proxy-Authorization: <credentials>`.
+async fn start_connect_proxy_asking(
+    upstream: SocketAddr,
+    credentials: Option<&'static str>,
+) -> (
+    SocketAddr,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1063,6 +1245,20 @@ async fn start_connect_proxy(
                 log.lock()
                     .unwrap()
                     .push(head.lines().next().unwrap_or_default().to_owned());
+                if let Some(credentials) = credentials {
+                    let authorized = head.lines().any(|line| {
+                        line.split_once(':').is_some_and(|(name, value)| {
+                            name.eq_ignore_ascii_case("proxy-authorization")
+                                && value.trim() == credentials
+                        })
+                    });
+                    if !authorized {
+                        let _ = client
+                            .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic realm=\"p\"\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                }
                 let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
                     return;
                 };
@@ -1099,6 +1295,76 @@ async fn target_proxy_is_tunnelled_through() {
         *seen.lock().unwrap(),
         [format!("CONNECT {TEST_HOST}:1 HTTP/1.1")]
     );
+}
+
+#[tokio::test]
+async fn proxy_credentials_open_the_tunnel_and_without_them_the_reason_is_proxy() {
+    let root = root_ca(ROOT_CN, 3650);
+    // Valid at the real time too, which the HTTP checks' verifier uses.
+    let leaf = leaf(&[TEST_HOST], -900, 900, &root);
+    let server = start_tls_server(vec![leaf.der.clone()], &leaf.key).await;
+    // monitor:hunter2
+    let (proxy, seen, proxy_task) =
+        start_connect_proxy_asking(server.addr, Some("Basic bW9uaXRvcjpodW50ZXIy")).await;
+    let ca = ca_file(&[&root.pem]);
+    let right = crate::redirects::secret_file("hunter2");
+    let wrong = crate::redirects::secret_file("hunter3");
+    let toml = |password: &Path| {
+        format!(
+            "[server]\nmode = \"scrape\"\n[targets.gt]\nurl = \"https://{TEST_HOST}:1\"\nproxy = \"http://{proxy}\"\nproxy_auth = {{ username = \"monitor\", password = {{ file = \"{}\" }} }}\ndefault_checks = false\n[targets.gt.tls]\nca_file = \"{}\"\n[targets.gt.checks.tls]\n[targets.gt.checks.health]\npath = \"/\"\nexpect_status = [200]\n",
+            password.display(),
+            ca.path().display()
+        )
+    };
+    let m = scrape(&toml(right.path())).await;
+    assert_eq!(m.get("glitchtip_tls_cert_valid", &[("target", "gt")]), 1.0);
+    assert_eq!(m.reason("gt", "health"), "none");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    let m = scrape(&toml(wrong.path())).await;
+    proxy_task.abort();
+    assert_tls(&m, &no_certificate("proxy"));
+    assert_eq!(m.reason("gt", "health"), "proxy");
+}
+
+#[tokio::test]
+async fn a_redirect_from_https_to_http_is_refused_unless_allowed() {
+    let plain = crate::redirects::Recorder::start(|_| crate::redirects::ok()).await;
+    let root = root_ca(ROOT_CN, 3650);
+    // Valid at the real time too, which the HTTP checks' verifier uses.
+    let leaf = leaf(&[TEST_HOST], -900, 900, &root);
+    let key = provider()
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(leaf.key.serialize_der().into()))
+        .unwrap();
+    let answer = crate::redirects::redirect(&format!("http://{TEST_HOST}:{}/", plain.addr.port()));
+    let server = start_answering(
+        rustls::DEFAULT_VERSIONS,
+        Arc::new(CertifiedKey::new(vec![leaf.der.clone()], key)),
+        answer.into_bytes(),
+    )
+    .await;
+    let ca = ca_file(&[&root.pem]);
+    let token = crate::redirects::secret_file("t0ken");
+    let toml = |allow: bool| {
+        format!(
+            "[server]\nmode = \"scrape\"\n[targets.gt]\nurl = \"https://{TEST_HOST}:{}\"\ndefault_checks = false\n[targets.gt.tls]\nca_file = \"{}\"\n[targets.gt.checks.health]\npath = \"/\"\nfollow_redirects = true\nallow_https_to_http_redirect = {allow}\nbearer_token = {{ file = \"{}\" }}\n",
+            server.addr.port(),
+            ca.path().display(),
+            token.path().display()
+        )
+    };
+    let m = scrape(&toml(false)).await;
+    assert_eq!(m.reason("gt", "health"), "http");
+    assert_eq!(m.check("glitchtip_http_status_code", "gt", "health"), 302.0);
+    assert!(plain.heads().is_empty(), "{:?}", plain.heads());
+
+    let m = scrape(&toml(true)).await;
+    assert_eq!(m.reason("gt", "health"), "none");
+    let heads = plain.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    // Another scheme is another origin: the token stays behind.
+    assert!(!heads[0].contains("authorization"), "{}", heads[0]);
 }
 
 #[tokio::test]
