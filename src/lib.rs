@@ -27,12 +27,14 @@
 //! - [`queue`]: GlitchTip's queues, scheduler and workers read (read-only) from its
 //!   Redis/Valkey (`[targets.<name>.queue]`).
 //! - [`clock`]: injected wall-clock time.
+//! - [`files`]: the one bounded, non-blocking reader of the files a config points at.
 
 pub mod canary;
 pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod exporter;
+pub mod files;
 pub mod heartbeat;
 pub mod metrics;
 pub mod net;

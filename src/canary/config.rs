@@ -80,8 +80,8 @@ pub fn build(
         )
     })?;
     let dsn_text = read_secret(dsn_source, &field("dsn"), ctx)?;
-    fingerprint.secret(&dsn_text);
-    let dsn = Dsn::parse(&dsn_text).map_err(|e| {
+    fingerprint.secret(dsn_text.expose());
+    let dsn = Dsn::parse(dsn_text.expose()).map_err(|e| {
         ctx.invalid(
             &field("dsn"),
             format!(
@@ -97,10 +97,11 @@ pub fn build(
         )
     })?;
     let token = read_secret(token_source, &field("token"), ctx)?;
-    fingerprint.secret(&token);
-    let authorization = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+    fingerprint.secret(token.expose());
+    let token = token.expose().trim();
+    let authorization = HeaderValue::from_str(&format!("Bearer {token}"))
         .ok()
-        .filter(|_| token.trim().bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|_| token.bytes().all(|b| b.is_ascii_graphic()))
         .map(|mut v| {
             v.set_sensitive(true);
             v

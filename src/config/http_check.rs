@@ -138,12 +138,14 @@ pub(super) fn build(
                     "a valid HTTP header name".to_owned(),
                 )
             })?;
-            let value = HeaderValue::from_str(v).map_err(|_| {
+            let mut value = HeaderValue::from_str(v).map_err(|_| {
                 invalid(
                     &format!("{scope_key}.{k}"),
                     "a header value of visible ASCII characters".to_owned(),
                 )
             })?;
+            // A configured header may carry a credential (an API key): `Debug` hides it.
+            value.set_sensitive(true);
             headers.insert(name, value);
         }
     }
@@ -164,22 +166,24 @@ pub(super) fn build(
     }
     if let Some(secret) = &check.bearer_token {
         let token = read_secret(secret, &field("bearer_token"), ctx)?;
-        fingerprint.secret(&token);
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            invalid(
-                &field("bearer_token"),
-                "a token of visible ASCII characters".to_owned(),
-            )
-        })?;
+        fingerprint.secret(token.expose());
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                invalid(
+                    &field("bearer_token"),
+                    "a token of visible ASCII characters".to_owned(),
+                )
+            })?;
         value.set_sensitive(true);
         headers.insert(http::header::AUTHORIZATION, value);
     }
     if let Some(auth) = &check.basic_auth {
         use base64::Engine as _;
+        let username = auth.check(&field("basic_auth"), ctx)?;
         let password = read_secret(&auth.password, &field("basic_auth.password"), ctx)?;
-        fingerprint.secret(&password);
+        fingerprint.secret(password.expose());
         let encoded = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{password}", auth.username));
+            .encode(format!("{username}:{}", password.expose()));
         let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
             invalid(
                 &field("basic_auth"),

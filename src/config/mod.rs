@@ -11,6 +11,7 @@
 //! of check is built in its own file (`http_check.rs`, `tls_check.rs`; the canary, the
 //! queue and the heartbeats beside their code, in `canary/config.rs`, `queue/config.rs` and
 //! `heartbeat/config.rs`). `secrets.rs` reads secrets from files and the environment,
+//! `parse_errors.rs` rewrites the parser's errors so that none quotes a value,
 //! `values.rs` holds what several places validate alike (names, URLs, proxies), and
 //! `fingerprint.rs` the hash by which a reload tells a changed check from an unchanged one.
 
@@ -18,6 +19,7 @@ mod client_tls;
 pub mod defaults;
 mod fingerprint;
 mod http_check;
+mod parse_errors;
 pub mod raw;
 mod secrets;
 mod target;
@@ -37,7 +39,9 @@ use crate::net::tls::ClientConfigCache;
 pub(crate) use client_tls::client_tls;
 pub(crate) use fingerprint::Fingerprint;
 use raw::{RawConfig, RawTarget};
+pub use secrets::Secret;
 pub(crate) use secrets::read_secret;
+pub use values::display_url;
 use values::parse_http_url;
 pub(crate) use values::{check_name, parse_proxy};
 
@@ -186,11 +190,18 @@ impl ConfigSource {
         let mut builder = config::Config::builder();
         if let Some(file) = &self.file {
             // Read the file ourselves: the config crate's message for a missing file does
-            // not name it.
-            let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Parse {
+            // not name it, and it would read a FIFO or /dev/zero without end.
+            let parse_error = |message: String| ConfigError::Parse {
                 origin: origin.clone(),
-                message: format!("cannot read the file: {e}"),
-            })?;
+                message,
+            };
+            let bytes = crate::files::read_bounded(file, crate::files::MAX_FILE_BYTES)
+                .map_err(|e| parse_error(format!("cannot read the file: {e}")))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| parse_error("a UTF-8 text file, it is not".to_owned()))?;
+            if let Some(message) = parse_errors::toml_syntax(&text) {
+                return Err(parse_error(message));
+            }
             builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
         }
         builder = builder.add_source(
@@ -203,10 +214,7 @@ impl ConfigSource {
         let raw: RawConfig = builder
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError::Parse {
-                origin: origin.clone(),
-                message: e.to_string().trim_end().to_owned(),
-            })?;
+            .map_err(|e| parse_errors::wrap(e, &origin))?;
         let base_dir = self
             .file
             .as_deref()

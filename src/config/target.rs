@@ -32,6 +32,14 @@ pub(super) fn build(
         )
     })?;
     let url = parse_http_url(url_text).map_err(|e| ctx.invalid(&format!("{key}.url"), e))?;
+    // A base URL has no use for a query, and one would be a place for a token that the
+    // landing page and `Debug` output show.
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ctx.invalid(
+            &format!("{key}.url"),
+            "a base URL without a query or fragment (credentials go in a check's bearer_token or basic_auth)".to_owned(),
+        ));
+    }
 
     let mut merged: BTreeMap<String, RawCheck> = BTreeMap::new();
     if target.default_checks.unwrap_or(true) {

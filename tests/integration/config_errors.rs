@@ -65,10 +65,10 @@ macro_rules! cases {
 
 cases! {
     unknown_top_level_key, "unknown_top_level_key.toml", "config file {file}: unknown field `sever`, expected one of `server`, `defaults`, `targets`, `heartbeats`";
-    unknown_check_key, "unknown_check_key.toml", "config file {file}: unknown field `expected_status`, expected one of `enabled`, `method`, `path`, `url`, `body`, `expect_status`, `keyword`, `regex`, `json`, `version_field`, `headers`, `bearer_token`, `basic_auth`, `interval`, `timeout`, `retry_interval`, `max_body_bytes`, `follow_redirects`, `max_redirects`, `tls`, `proxy`, `address` for key `targets.prod.checks.health`";
-    targets_wrong_type, "targets_wrong_type.toml", "config file {file}: invalid type: integer `5`, expected a map for key `targets`";
-    duration_without_unit, "duration_without_unit.toml", r#"config file {file}: invalid value: string "10", expected a duration for key `defaults.interval`"#;
-    duration_in_words, "duration_in_words.toml", r#"config file {file}: invalid value: string "ten seconds", expected a duration for key `targets.prod.timeout`"#;
+    unknown_check_key, "unknown_check_key.toml", "config file {file}: targets.prod.checks.health: unknown field `expected_status`, expected one of `enabled`, `method`, `path`, `url`, `body`, `expect_status`, `keyword`, `regex`, `json`, `version_field`, `headers`, `bearer_token`, `basic_auth`, `interval`, `timeout`, `retry_interval`, `max_body_bytes`, `follow_redirects`, `max_redirects`, `tls`, `proxy`, `address`";
+    targets_wrong_type, "targets_wrong_type.toml", "config file {file}: targets: a table, got a number";
+    duration_without_unit, "duration_without_unit.toml", r#"config file {file}: defaults.interval: a duration such as "10s" or "1m 30s", got "10""#;
+    duration_in_words, "duration_in_words.toml", r#"config file {file}: targets.prod.timeout: a duration such as "10s" or "1m 30s", got "ten seconds""#;
     interval_zero, "interval_zero.toml", r#"config file {file}: targets.prod.checks.health.interval: a duration above zero, such as "5s""#;
     timeout_over_interval, "timeout_over_interval.toml", "config file {file}: targets.prod.checks.health.timeout: a timeout no longer than the interval (10s), got 30s";
     url_not_http, "url_not_http.toml", r#"config file {file}: targets.prod.url: an absolute http:// or https:// URL, got "ftp://glitchtip.example.com""#;
@@ -95,7 +95,7 @@ cases! {
     proxy_https, "proxy_https.toml", r#"config file {file}: targets.prod.proxy: an http:// proxy URL such as "http://proxy:3128", got "https://proxy.example.com:3128""#;
     header_name_invalid, "header_name_invalid.toml", "config file {file}: targets.prod.headers.X Forwarded Host: a valid HTTP header name";
     empty_file, "empty.toml", "config file {file}: targets: at least one target: pass --target URL or add a [targets.<name>] table";
-    toml_syntax, "toml_syntax.toml", "config file {file}: TOML parse error at line 3, column 37\n  |\n3 | url = \"https://glitchtip.example.com\n  |                                     ^\ninvalid basic string, expected `\"`";
+    toml_syntax, "toml_syntax.toml", "config file {file}: TOML syntax error at line 3, column 37: invalid basic string, expected `\"`";
 }
 
 #[test]
@@ -508,7 +508,7 @@ fn env_override_of_wrong_type_names_the_environment_and_key() {
     assert_eq!(
         err.to_string(),
         format!(
-            r#"config file {} with GLITCHTIP_EXPORTER__* environment overrides: invalid value: string "ten", expected a duration for key `targets.prod.checks.health.timeout`"#,
+            r#"config file {} with GLITCHTIP_EXPORTER__* environment overrides: targets.prod.checks.health.timeout: a duration such as "10s" or "1m 30s", got "ten""#,
             file.path().display()
         )
     );
