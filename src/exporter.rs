@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checks::{CheckSpec, Dispatcher, Outcome, Prober};
 use crate::clock::{Clock, SystemClock, unix_seconds};
-use crate::config::{Config, ConfigError, ConfigSource, Mode};
+use crate::config::{Config, ConfigError, ConfigSource, Mode, defaults};
 use crate::heartbeat::Heartbeats;
 use crate::metrics::Metrics;
 use crate::net::resolver::{Resolver, SystemResolver};
@@ -457,8 +457,19 @@ impl Exporter {
 
     /// Reads the config again from its source and applies it. On error the config in force
     /// stays, and `glitchtip_exporter_config_last_reload_successful` says 0.
-    pub fn reload(self: &Arc<Self>) -> Result<(), ConfigError> {
-        match self.source.load() {
+    ///
+    /// Loading reads files, so it runs on a blocking thread, never on an async worker, and
+    /// is given up after [`defaults::RELOAD_DEADLINE`].
+    pub async fn reload(self: &Arc<Self>) -> Result<(), ConfigError> {
+        let source = self.source.clone();
+        let loading = tokio::task::spawn_blocking(move || source.load());
+        let loaded = match tokio::time::timeout(defaults::RELOAD_DEADLINE, loading).await {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(_)) | Err(_) => Err(ConfigError::Unfinished {
+                deadline: defaults::RELOAD_DEADLINE,
+            }),
+        };
+        match loaded {
             Ok(config) => {
                 self.apply(config);
                 self.metrics

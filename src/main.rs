@@ -151,7 +151,7 @@ fn spawn_reload_on_sighup(exporter: Arc<Exporter>) -> anyhow::Result<()> {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the config");
-            let _ = exporter.reload();
+            let _ = exporter.reload().await;
         }
     });
     Ok(())

@@ -34,6 +34,13 @@ pub fn start_offset(spec: &CheckSpec) -> Duration {
     Duration::from_millis(hasher.finish() % interval_ms)
 }
 
+/// `t + d`, or a year after `t` when that overflows: validation keeps intervals within a
+/// day, and a time computed from a configured value must never panic (issue #18).
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(365 * 24 * 3600))
+}
+
 /// Probes `spec` on its schedule until `cancel` fires.
 pub async fn run_check(
     spec: Arc<CheckSpec>,
@@ -42,7 +49,7 @@ pub async fn run_check(
     cancel: CancellationToken,
 ) {
     let schedule = spec.schedule;
-    let mut next = Instant::now() + start_offset(&spec);
+    let mut next = after(Instant::now(), start_offset(&spec));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -56,10 +63,10 @@ pub async fn run_check(
         };
         let failures = sink.record(&spec, outcome);
         next = if failures == 1 {
-            Instant::now() + schedule.retry_interval
+            after(Instant::now(), schedule.retry_interval)
         } else {
             // A probe that overran its interval starts the next one at once, not twice.
-            (started + schedule.interval).max(Instant::now())
+            after(started, schedule.interval).max(Instant::now())
         };
     }
 }

@@ -18,7 +18,7 @@ use super::{CHECK_NAME, CanaryCheck, Endpoint, Lookup, Runtime, client};
 use crate::checks::{CheckKind, CheckSpec, Schedule};
 use crate::config::raw::{RawSecret, RawTarget, RawTls};
 use crate::config::{
-    ConfigError, Context, Fingerprint, client_tls, defaults, parse_proxy, read_secret,
+    ConfigError, Context, Fingerprint, client_tls, defaults, parse_proxy, read_secret, within,
 };
 use crate::net::tls::ClientConfigCache;
 
@@ -157,6 +157,7 @@ pub fn build(
                 "a duration above zero, such as \"30s\"".to_owned(),
             ));
         }
+        within(value, &defaults::TIMING_RANGE).map_err(|e| ctx.invalid(&field(k), e))?;
     }
     if timeout > interval {
         return Err(ctx.invalid(

@@ -45,10 +45,30 @@ pub(super) fn build(
         .or(target.max_body_bytes)
         .or(d.max_body_bytes)
         .unwrap_or(defaults::MAX_BODY_BYTES);
-    if max_body_bytes == 0 {
+    if max_body_bytes == 0 || max_body_bytes > defaults::MAX_BODY_BYTES_LIMIT {
+        let size_key = if check.max_body_bytes.is_some() {
+            field("max_body_bytes")
+        } else if target.max_body_bytes.is_some() {
+            format!("targets.{target_name}.max_body_bytes")
+        } else {
+            "defaults.max_body_bytes".to_owned()
+        };
         return Err(invalid(
-            &field("max_body_bytes"),
-            "a number of bytes above zero".to_owned(),
+            &size_key,
+            format!(
+                "a number of bytes from 1 to {} (64 MiB), got {max_body_bytes}",
+                defaults::MAX_BODY_BYTES_LIMIT
+            ),
+        ));
+    }
+    let max_redirects = check.max_redirects.unwrap_or(defaults::MAX_REDIRECTS);
+    if max_redirects > defaults::MAX_REDIRECTS_LIMIT {
+        return Err(invalid(
+            &field("max_redirects"),
+            format!(
+                "a number from 0 to {}, got {max_redirects}",
+                defaults::MAX_REDIRECTS_LIMIT
+            ),
         ));
     }
 
@@ -244,7 +264,7 @@ pub(super) fn build(
             },
             version_field,
             follow_redirects: check.follow_redirects.unwrap_or(false),
-            max_redirects: check.max_redirects.unwrap_or(defaults::MAX_REDIRECTS),
+            max_redirects,
             max_body_bytes,
             tls: tls.config,
             insecure_skip_verify: tls.insecure_skip_verify,

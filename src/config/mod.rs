@@ -43,7 +43,7 @@ pub use secrets::Secret;
 pub(crate) use secrets::read_secret;
 pub use values::display_url;
 use values::parse_http_url;
-pub(crate) use values::{check_name, parse_proxy};
+pub(crate) use values::{check_name, parse_proxy, within};
 
 /// Prefix of the environment variables that override config keys, `__` between levels:
 /// `GLITCHTIP_EXPORTER__TARGETS__PROD__URL`.
@@ -84,11 +84,13 @@ impl Config {
         self.checks().filter(|c| !c.is_canary()).filter_map(|c| {
             let s = c.schedule;
             // The text of `/metrics` may show a result up to one write gap late.
-            let worst = s.interval
-                + 2 * s.timeout
-                + s.retry_interval
-                + defaults::METRICS_WRITE_GAP
-                + defaults::SCRAPE_AND_EVALUATION;
+            // Saturating: the ranges keep these small, and this must not panic anyway.
+            let worst = s
+                .interval
+                .saturating_add(s.timeout.saturating_mul(2))
+                .saturating_add(s.retry_interval)
+                .saturating_add(defaults::METRICS_WRITE_GAP)
+                .saturating_add(defaults::SCRAPE_AND_EVALUATION);
             (worst > defaults::ALERT_BUDGET).then_some((c.as_ref(), worst))
         })
     }
@@ -137,6 +139,13 @@ pub enum ConfigError {
         origin: String,
         /// What was wrong, with the key.
         message: String,
+    },
+    /// Occurs when a reload did not finish reading and validating the config in time (a
+    /// stalled file system).
+    #[error("the config was not read within {}", humantime::format_duration(*deadline))]
+    Unfinished {
+        /// The deadline.
+        deadline: Duration,
     },
     /// Occurs when a value has the right type but is not acceptable.
     #[error("{origin}: {key}: {expected}")]
@@ -315,6 +324,8 @@ pub fn validate(
         .server
         .shutdown_timeout
         .unwrap_or(defaults::SHUTDOWN_TIMEOUT);
+    within(shutdown_timeout, &defaults::SHUTDOWN_TIMEOUT_RANGE)
+        .map_err(|e| ctx.invalid("server.shutdown_timeout", e))?;
 
     // Heartbeats alone are a valid config: the exporter then only receives pings.
     if raw.targets.is_empty() && raw.heartbeats.is_empty() {

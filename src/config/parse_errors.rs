@@ -100,7 +100,10 @@ fn kind(found: &str) -> String {
         .trim()
         .trim_start_matches("64-bit ")
         .trim_start_matches("128-bit ");
+    // The sign of a number is no secret, and says what is wrong with `-1` for a size.
+    let negative = found.contains("`-");
     match word {
+        "integer" | "unsigned integer" | "floating point" if negative => "a negative number",
         "string" | "character" => "a string",
         "boolean" => "a boolean",
         "integer" | "unsigned integer" | "floating point" => "a number",
@@ -129,8 +132,12 @@ fn expected_text(expected: &str) -> String {
     }
     match e {
         "a duration" => "a duration such as \"10s\" or \"1m 30s\"".to_owned(),
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more".to_owned(),
-        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_owned(),
+        "u8" | "u16" | "u32" | "u64" | "usize" | "an unsigned 64 bit or less integer" => {
+            "a whole number, 0 or more".to_owned()
+        }
+        "i8" | "i16" | "i32" | "i64" | "isize" | "a signed 64 bit or less integer" => {
+            "a whole number".to_owned()
+        }
         "a sequence" => "an array".to_owned(),
         "a boolean" | "a string" => e.to_owned(),
         "str" | "string" => "a string".to_owned(),

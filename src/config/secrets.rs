@@ -82,12 +82,17 @@ pub(crate) fn read_secret(
     ctx: &Context<'_>,
 ) -> Result<Secret, ConfigError> {
     match secret {
-        RawSecret::File(path) => {
-            let path = ctx.path(path);
+        RawSecret::File(written) => {
+            let path = ctx.path(written);
             let bytes = read_bounded(&path, MAX_SECRET_BYTES).map_err(|e| {
+                let shown = if looks_like_a_path(written) || written.exists() {
+                    path.display().to_string()
+                } else {
+                    "the file (its name is not shown: it looks like no path, is it the secret itself?)".to_owned()
+                };
                 ctx.invalid(
                     &format!("{key}.file"),
-                    format!("a readable file, cannot read {}: {e}", path.display()),
+                    format!("a readable file, cannot read {shown}: {e}"),
                 )
             })?;
             let text = String::from_utf8(bytes).map_err(|_| {
@@ -111,9 +116,13 @@ pub(crate) fn read_secret(
         }
         RawSecret::Env(var) => match ctx.env.get(var) {
             Some(v) if !v.is_empty() => Ok(Secret::new(v.as_str())),
-            _ => Err(ctx.invalid(
+            _ if looks_like_a_variable(var) => Err(ctx.invalid(
                 &format!("{key}.env"),
                 format!("environment variable {var} to be set and not empty"),
+            )),
+            _ => Err(ctx.invalid(
+                &format!("{key}.env"),
+                "the name of a set environment variable, such as \"GLITCHTIP_TOKEN\" (the name given is not shown: it is not set and looks like no variable name, is it the secret itself?)".to_owned(),
             )),
         },
         RawSecret::Refused(Refused::Inline(found)) => Err(ctx.invalid(
@@ -132,6 +141,25 @@ pub(crate) fn read_secret(
             format!("a string, found {found} (not shown)"),
         )),
     }
+}
+
+/// A name that looks like a path — a folder or an extension, or short or without digits
+/// (`canary-token`): shown in messages. A long name with digits and no folder may be the
+/// secret itself, written where the path goes.
+fn looks_like_a_path(path: &std::path::Path) -> bool {
+    path.to_str().is_some_and(|p| {
+        p.contains(['/', '.']) || p.len() < 16 || !p.bytes().any(|b| b.is_ascii_digit())
+    })
+}
+
+/// An environment variable name as people write them (`UPPER_CASE_1`): shown in messages.
+/// Anything else may be the secret itself, written where the name goes.
+fn looks_like_a_variable(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl<'de> Deserialize<'de> for RawSecret {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use url::Url;
 
 use super::raw::{RawCheck, RawConfig, RawTarget};
-use super::values::{check_name as valid_name, parse_http_url};
+use super::values::{check_name as valid_name, parse_http_url, within};
 use super::{ConfigError, Context, Target, defaults, http_check, tls_check};
 use crate::checks::Schedule;
 use crate::checks::tls::CHECK_NAME as TLS_CHECK;
@@ -255,6 +255,7 @@ pub(super) fn check_schedule(
                 "a duration above zero, such as \"5s\"".to_owned(),
             ));
         }
+        within(value, &defaults::TIMING_RANGE).map_err(|e| invalid(k, e))?;
     }
     if schedule.timeout > schedule.interval {
         return Err(invalid(

@@ -2,7 +2,23 @@
 //! environment-variable segments), http(s) URLs and proxy URLs — and how a URL is shown
 //! (in a message, on the landing page) without what may be a credential in it.
 
+use std::time::Duration;
+
 use url::{Position, Url};
+
+use super::defaults::DurationRange;
+
+/// `value` inside `range`, or what was expected and what was found.
+pub(crate) fn within(value: Duration, range: &DurationRange) -> Result<(), String> {
+    if value < range.min || value > range.max {
+        return Err(format!(
+            "a duration {}, got {}",
+            range.text,
+            humantime::format_duration(value)
+        ));
+    }
+    Ok(())
+}
 
 /// `url` as shown to people: the user name, password and query — where credentials hide —
 /// replaced by `…`, the fragment dropped.
@@ -22,6 +38,14 @@ pub fn display_url(url: &Url) -> String {
 /// otherwise quoted only when it holds no `@` or `?` (and so no credential).
 pub(crate) fn quote_url(text: &str) -> String {
     match Url::parse(text) {
+        Ok(url)
+            if url.username().is_empty()
+                && url.password().is_none()
+                && url.query().is_none()
+                && !text.contains('@') =>
+        {
+            format!("{text:?}")
+        }
         Ok(url) if url.has_host() => format!("{:?}", display_url(&url)),
         _ if text.contains(['@', '?']) => {
             "a URL that is not shown (it may hold credentials)".to_owned()

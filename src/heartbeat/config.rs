@@ -8,7 +8,9 @@ use serde::Deserialize;
 
 use super::schedule::{CronSchedule, Expect};
 use crate::config::raw::RawSecret;
-use crate::config::{ConfigError, Context, Secret, Target, check_name, defaults, read_secret};
+use crate::config::{
+    ConfigError, Context, Secret, Target, check_name, defaults, read_secret, within,
+};
 
 /// `[heartbeats.<name>]`: one heartbeat, as written.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -123,6 +125,8 @@ pub fn build(
                     "a duration above zero, such as \"5m\"".to_owned(),
                 ));
             }
+            within(*interval, &defaults::HEARTBEAT_INTERVAL_RANGE)
+                .map_err(|e| invalid(&field("interval"), e))?;
             if raw.timezone.is_some() {
                 return Err(invalid(
                     &field("timezone"),
@@ -152,6 +156,7 @@ pub fn build(
     };
 
     let grace = raw.grace.unwrap_or(defaults::HEARTBEAT_GRACE);
+    within(grace, &defaults::HEARTBEAT_GRACE_RANGE).map_err(|e| invalid(&field("grace"), e))?;
 
     let secret = raw.token.as_ref().ok_or_else(|| {
         invalid(

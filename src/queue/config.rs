@@ -10,7 +10,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::raw::{RawSecret, RawTls};
-use crate::config::{ConfigError, Context, Fingerprint, Secret, defaults, read_secret};
+use crate::config::{ConfigError, Context, Fingerprint, Secret, defaults, read_secret, within};
 use crate::net::tls::{AcceptAnyCertificate, provider, root_store};
 
 /// `[targets.<name>.queue]`, as written.
@@ -229,6 +229,7 @@ pub fn build(
                 "a duration above zero, such as \"15s\"".to_owned(),
             ));
         }
+        within(value, &defaults::TIMING_RANGE).map_err(|e| ctx.invalid(&field(k), e))?;
     }
     if timeout > interval {
         return Err(ctx.invalid(

@@ -145,7 +145,7 @@ async fn ready(State(exporter): State<Arc<Exporter>>) -> Response {
 }
 
 async fn reload(State(exporter): State<Arc<Exporter>>) -> Response {
-    match exporter.reload() {
+    match exporter.reload().await {
         Ok(()) => "config reloaded\n".into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
