@@ -152,10 +152,11 @@ fn looks_like_a_path(path: &std::path::Path) -> bool {
     })
 }
 
-/// An environment variable name as people write them (`UPPER_CASE_1`): shown in messages.
+/// An environment variable name as people write them (`UPPER_CASE_1`, not starting with a
+/// digit): shown in messages.
 /// Anything else may be the secret itself, written where the name goes.
 fn looks_like_a_variable(name: &str) -> bool {
-    !name.is_empty()
+    name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
         && name.len() <= 64
         && name
             .bytes()
