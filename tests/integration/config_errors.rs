@@ -667,12 +667,7 @@ fn cli_target_invalid_url() {
 #[test]
 fn fifo_as_secret_file_or_config_file_is_refused_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("token-fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let fifo = crate::secrets::mkfifo(dir.path(), "token-fifo");
     let config = dir.path().join("exporter.toml");
     std::fs::write(
         &config,

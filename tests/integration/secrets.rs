@@ -281,3 +281,61 @@ async fn no_secret_in_messages_debug_pages_or_metrics() {
     exporter.stop().await;
     channels.assert_no_secret(&secrets());
 }
+
+/// A proxy or target URL with a password in it, refused for another reason: the password
+/// is not repeated either.
+#[test]
+fn no_password_of_a_refused_url_in_messages() {
+    let mut channels = Channels::default();
+    for toml in [
+        format!(
+            "[targets.prod]\nurl = \"http://127.0.0.1:9\"\nproxy = \"https://monitor:{BASIC}@proxy.example:3128\"\n"
+        ),
+        format!("[targets.prod]\nurl = \"ftp://monitor:{BASIC}@glitchtip.example\"\n"),
+        format!("[targets.prod]\nurl = \"http://monitor:{BASIC}@glitchtip.example\"\n"),
+        format!("[targets.prod]\nurl = \"not a url {BASIC}@x?token={BEARER}\"\n"),
+        format!(
+            "[targets.prod]\nurl = \"http://127.0.0.1:9\"\n[targets.prod.checks.o]\nurl = \"ftp://g.example/?token={BEARER}\"\n"
+        ),
+    ] {
+        let err = load(&toml, HashMap::new()).expect_err(&toml);
+        assert!(err.to_string().contains("url") || err.to_string().contains("proxy"));
+        channels.add(toml, err.to_string());
+    }
+    channels.assert_no_secret(&secrets());
+}
+
+/// Regression (issue #12): three reloads reading a FIFO froze the whole server, since
+/// reads ran on the async workers. Each is now refused at once, and the server answers.
+#[tokio::test]
+async fn reloads_naming_a_fifo_are_refused_and_the_server_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = mkfifo(dir.path(), "token-fifo");
+    let good = "[targets.prod]\nurl = \"http://127.0.0.1:9\"\ndefault_checks = false\n\
+                [targets.prod.checks.o]\npath = \"/o\"\n";
+    let (deps, _clock) = deps();
+    let exporter = start(good, deps).await;
+    let with_fifo = format!("{good}bearer_token = {{ file = \"{}\" }}\n", fifo.display());
+    for _ in 0..3 {
+        let r = exporter.reload(&with_fifo).await;
+        assert_eq!(r.status, 500);
+        assert!(
+            r.body.contains("not a regular file but a FIFO"),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(exporter.get("/").await.status, 200);
+    exporter.stop().await;
+}
+
+/// A FIFO called `name` in `dir`, which nothing will ever write to.
+pub fn mkfifo(dir: &Path, name: &str) -> std::path::PathBuf {
+    let fifo = dir.join(name);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    fifo
+}
