@@ -160,7 +160,8 @@ pub enum ConfigError {
 }
 
 /// Where a config comes from; kept by the exporter so that a reload reads the same places.
-#[derive(Debug, Clone, Default)]
+/// `Debug` names the environment's variables, never their values (secrets among them).
+#[derive(Clone, Default)]
 pub struct ConfigSource {
     /// The TOML file, if any.
     pub file: Option<PathBuf>,
@@ -172,6 +173,23 @@ pub struct ConfigSource {
     pub mode: Option<String>,
     /// The environment to read overrides from (`None`: the process environment).
     pub env: Option<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env_names = self.env.as_ref().map(|env| {
+            let mut names: Vec<&str> = env.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            names
+        });
+        f.debug_struct("ConfigSource")
+            .field("file", &self.file)
+            .field("cli_targets", &self.cli_targets)
+            .field("listen", &self.listen)
+            .field("mode", &self.mode)
+            .field("env_names", &env_names)
+            .finish()
+    }
 }
 
 impl ConfigSource {

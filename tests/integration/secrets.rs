@@ -220,6 +220,23 @@ fn config_errors(dir: &Path, channels: &mut Channels) {
     assert_eq!(refused, POSITIONS.len() * (2 * SHAPES.len() + 2));
 }
 
+/// The environment a config is loaded with may hold secrets: `Debug` shows the names only.
+#[test]
+fn config_source_debug_shows_no_environment_value() {
+    let source = ConfigSource {
+        env: Some(HashMap::from([(
+            "QUEUE_PASSWORD".to_owned(),
+            QUEUE.to_owned(),
+        )])),
+        ..Default::default()
+    };
+    let shown = format!("{source:?}");
+    assert!(shown.contains("QUEUE_PASSWORD"), "{shown}");
+    let mut channels = Channels::default();
+    channels.add("Debug of the config source", shown);
+    channels.assert_no_secret(&secrets());
+}
+
 /// The test resolver knows nothing but loopback; every target here is a closed port, so
 /// the probes fail fast and the pages show their failures.
 fn full_config(dir: &Path) -> String {
