@@ -465,7 +465,11 @@ impl Exporter {
         let loading = tokio::task::spawn_blocking(move || source.load());
         let loaded = match tokio::time::timeout(defaults::RELOAD_DEADLINE, loading).await {
             Ok(Ok(loaded)) => loaded,
-            Ok(Err(_)) | Err(_) => Err(ConfigError::Unfinished {
+            Ok(Err(_)) => Err(ConfigError::Parse {
+                origin: "reload".to_owned(),
+                message: "the config loader stopped unexpectedly".to_owned(),
+            }),
+            Err(_) => Err(ConfigError::Unfinished {
                 deadline: defaults::RELOAD_DEADLINE,
             }),
         };

@@ -34,14 +34,16 @@ pub fn display_url(url: &Url) -> String {
     shown
 }
 
-/// `text`, a URL as written, quoted for a message: through [`display_url`] when it parses;
-/// otherwise quoted only when it holds no `@` or `?` (and so no credential).
+/// `text`, a URL as written, quoted for a message: as written when it holds no user info,
+/// query or fragment; through [`display_url`] when it does; a text that is no URL only
+/// when it holds no `@` or `?` (and so no credential).
 pub(crate) fn quote_url(text: &str) -> String {
     match Url::parse(text) {
         Ok(url)
             if url.username().is_empty()
                 && url.password().is_none()
                 && url.query().is_none()
+                && url.fragment().is_none()
                 && !text.contains('@') =>
         {
             format!("{text:?}")
