@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checks::{CheckSpec, Dispatcher, Outcome, Prober};
 use crate::clock::{Clock, SystemClock, unix_seconds};
 use crate::coalesce::{Coalesced, Job};
-use crate::config::{Config, ConfigError, ConfigSource, Mode};
+use crate::config::{Config, ConfigError, ConfigSource, Mode, defaults};
 use crate::heartbeat::Heartbeats;
 use crate::metrics::Metrics;
 use crate::net::resolver::{Resolver, SystemResolver};
@@ -551,11 +551,16 @@ impl Exporter {
     async fn reload_once(self: Arc<Self>) -> Result<(), ReloadError> {
         self.reloads_run.fetch_add(1, Ordering::Relaxed);
         let this = self.clone();
-        let loaded = tokio::task::spawn_blocking(move || this.source.load()).await;
-        let result = match loaded {
-            Ok(Ok(config)) => Ok(self.apply(config)),
-            Ok(Err(e)) => Err(ReloadError::Config(Arc::new(e))),
-            Err(_) => Err(ReloadError::Interrupted),
+        let loading = tokio::task::spawn_blocking(move || this.source.load());
+        // Reading is bounded and never blocks on a FIFO; the deadline is the last guard,
+        // against a stalled file system.
+        let result = match tokio::time::timeout(defaults::RELOAD_DEADLINE, loading).await {
+            Ok(Ok(Ok(config))) => Ok(self.apply(config)),
+            Ok(Ok(Err(e))) => Err(ReloadError::Config(Arc::new(e))),
+            Ok(Err(_)) => Err(ReloadError::Interrupted),
+            Err(_) => Err(ReloadError::Config(Arc::new(ConfigError::Unfinished {
+                deadline: defaults::RELOAD_DEADLINE,
+            }))),
         };
         match &result {
             Ok(_) => self

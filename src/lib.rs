@@ -31,6 +31,7 @@
 //!   Redis/Valkey (`[targets.<name>.queue]`).
 //! - [`healthcheck`]: the `healthcheck` subcommand's client, for container health checks.
 //! - [`clock`]: injected wall-clock time.
+//! - [`files`]: the one bounded, non-blocking reader of the files a config points at.
 
 pub mod canary;
 pub mod checks;
@@ -39,6 +40,7 @@ pub mod coalesce;
 pub mod config;
 pub mod exporter;
 pub mod healthcheck;
+pub mod files;
 pub mod heartbeat;
 pub mod metrics;
 pub mod net;

@@ -36,6 +36,13 @@ pub fn start_offset(spec: &CheckSpec) -> Duration {
     Duration::from_millis(hasher.finish() % interval_ms)
 }
 
+/// `t + d`, or a year after `t` when that overflows: validation keeps intervals within a
+/// day, and a time computed from a configured value must never panic (issue #18).
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(365 * 24 * 3600))
+}
+
 /// The delay before the first probe of a task that starts with `consecutive_failures`
 /// carried over (0 for a new check): the quick re-probe after one failure, else the
 /// check's spread offset.
@@ -68,7 +75,7 @@ pub async fn run_check_after(
     first: Duration,
 ) {
     let schedule = spec.schedule;
-    let mut next = Instant::now() + first;
+    let mut next = after(Instant::now(), first);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -82,10 +89,10 @@ pub async fn run_check_after(
         };
         let failures = sink.record(&spec, outcome);
         next = if failures == 1 {
-            Instant::now() + schedule.retry_interval
+            after(Instant::now(), schedule.retry_interval)
         } else {
             // A probe that overran its interval starts the next one at once, not twice.
-            (started + schedule.interval).max(Instant::now())
+            after(started, schedule.interval).max(Instant::now())
         };
     }
 }

@@ -18,7 +18,7 @@ use super::{CHECK_NAME, CanaryCheck, Endpoint, Lookup, Runtime, client};
 use crate::checks::{CheckKind, CheckSpec, Schedule};
 use crate::config::raw::{RawSecret, RawTarget, RawTls};
 use crate::config::{
-    ConfigError, Context, Fingerprint, client_tls, defaults, read_secret, target_proxy,
+    ConfigError, Context, Fingerprint, client_tls, defaults, read_secret, target_proxy, within,
 };
 use crate::net::tls::ClientConfigCache;
 
@@ -80,8 +80,8 @@ pub fn build(
         )
     })?;
     let dsn_text = read_secret(dsn_source, &field("dsn"), ctx)?;
-    fingerprint.secret(&dsn_text);
-    let dsn = Dsn::parse(&dsn_text).map_err(|e| {
+    fingerprint.secret(dsn_text.expose());
+    let dsn = Dsn::parse(dsn_text.expose()).map_err(|e| {
         ctx.invalid(
             &field("dsn"),
             format!(
@@ -97,10 +97,11 @@ pub fn build(
         )
     })?;
     let token = read_secret(token_source, &field("token"), ctx)?;
-    fingerprint.secret(&token);
-    let authorization = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+    fingerprint.secret(token.expose());
+    let token = token.expose().trim();
+    let authorization = HeaderValue::from_str(&format!("Bearer {token}"))
         .ok()
-        .filter(|_| token.trim().bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|_| token.bytes().all(|b| b.is_ascii_graphic()))
         .map(|mut v| {
             v.set_sensitive(true);
             v
@@ -156,6 +157,7 @@ pub fn build(
                 "a duration above zero, such as \"30s\"".to_owned(),
             ));
         }
+        within(value, &defaults::TIMING_RANGE).map_err(|e| ctx.invalid(&field(k), e))?;
     }
     if timeout > interval {
         return Err(ctx.invalid(

@@ -8,11 +8,12 @@
 use url::Url;
 
 use super::Endpoint;
+use crate::config::Secret;
 
 /// A parsed DSN. `Debug` shows the host and project id, never the key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Dsn {
-    key: String,
+    key: Secret,
     project_id: String,
     /// Scheme, host, port and path prefix, without the key; the path ends with `/`.
     base: Url,
@@ -74,7 +75,7 @@ impl Dsn {
         let _ = base.set_password(None);
         base.set_path(&format!("{prefix}/"));
         Ok(Self {
-            key: key.to_owned(),
+            key: Secret::new(key),
             project_id: project_id.to_owned(),
             base,
         })
@@ -82,7 +83,7 @@ impl Dsn {
 
     /// The public key: send it only in the `X-Sentry-Auth` header.
     pub fn key(&self) -> &str {
-        &self.key
+        self.key.expose()
     }
 
     /// The project id.

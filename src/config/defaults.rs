@@ -25,6 +25,53 @@ pub const MAX_REDIRECTS: u32 = 10;
 
 /// Whether a followed redirect may go from `https://` to `http://`.
 pub const ALLOW_HTTPS_TO_HTTP_REDIRECT: bool = false;
+/// How long a reload may take to read and validate the config before it is given up
+/// (the config in force stays). Reading is bounded and never blocks on a FIFO; this is the
+/// last guard, against a stalled file system.
+pub const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
+/// An inclusive range of durations that a key accepts, and how a message writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct DurationRange {
+    /// The shortest accepted.
+    pub min: Duration,
+    /// The longest accepted.
+    pub max: Duration,
+    /// `from … to …`, as messages show it.
+    pub text: &'static str,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// `interval`, `timeout` and `retry_interval` of a check, and the timing of the canary and
+/// the queue reader: below 100 ms a probe loop only burns CPU; above a day a check watches
+/// nothing worth alerting on, and far-future times overflow (issue #18).
+pub const TIMING_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(100),
+    max: DAY,
+    text: "from 100ms to 1day",
+};
+/// `heartbeats.<name>.interval`: yearly jobs included.
+pub const HEARTBEAT_INTERVAL_RANGE: DurationRange = DurationRange {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(366 * 24 * 3600),
+    text: "from 1s to 366days",
+};
+/// `heartbeats.<name>.grace`.
+pub const HEARTBEAT_GRACE_RANGE: DurationRange = DurationRange {
+    min: Duration::ZERO,
+    max: Duration::from_secs(366 * 24 * 3600),
+    text: "from 0s to 366days",
+};
+/// `server.shutdown_timeout`.
+pub const SHUTDOWN_TIMEOUT_RANGE: DurationRange = DurationRange {
+    min: Duration::ZERO,
+    max: Duration::from_secs(3600),
+    text: "from 0s to 1h",
+};
+/// The largest `max_body_bytes`: 64 MiB, read into memory per probe.
+pub const MAX_BODY_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
+/// The largest `max_redirects`.
+pub const MAX_REDIRECTS_LIMIT: u32 = 20;
 /// `server.shutdown_timeout`.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Seconds that Prometheus may take to scrape and then evaluate (15 s + 15 s with the

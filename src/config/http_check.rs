@@ -46,10 +46,30 @@ pub(super) fn build(
         .or(target.max_body_bytes)
         .or(d.max_body_bytes)
         .unwrap_or(defaults::MAX_BODY_BYTES);
-    if max_body_bytes == 0 {
+    if max_body_bytes == 0 || max_body_bytes > defaults::MAX_BODY_BYTES_LIMIT {
+        let size_key = if check.max_body_bytes.is_some() {
+            field("max_body_bytes")
+        } else if target.max_body_bytes.is_some() {
+            format!("targets.{target_name}.max_body_bytes")
+        } else {
+            "defaults.max_body_bytes".to_owned()
+        };
         return Err(invalid(
-            &field("max_body_bytes"),
-            "a number of bytes above zero".to_owned(),
+            &size_key,
+            format!(
+                "a number of bytes from 1 to {} (64 MiB), got {max_body_bytes}",
+                defaults::MAX_BODY_BYTES_LIMIT
+            ),
+        ));
+    }
+    let max_redirects = check.max_redirects.unwrap_or(defaults::MAX_REDIRECTS);
+    if max_redirects > defaults::MAX_REDIRECTS_LIMIT {
+        return Err(invalid(
+            &field("max_redirects"),
+            format!(
+                "a number from 0 to {}, got {max_redirects}",
+                defaults::MAX_REDIRECTS_LIMIT
+            ),
         ));
     }
 
@@ -139,12 +159,14 @@ pub(super) fn build(
                     "a valid HTTP header name".to_owned(),
                 )
             })?;
-            let value = HeaderValue::from_str(v).map_err(|_| {
+            let mut value = HeaderValue::from_str(v).map_err(|_| {
                 invalid(
                     &format!("{scope_key}.{k}"),
                     "a header value of visible ASCII characters".to_owned(),
                 )
             })?;
+            // A configured header may carry a credential (an API key): `Debug` hides it.
+            value.set_sensitive(true);
             headers.insert(name, value);
         }
     }
@@ -165,20 +187,22 @@ pub(super) fn build(
     }
     if let Some(secret) = &check.bearer_token {
         let token = read_secret(secret, &field("bearer_token"), ctx)?;
-        fingerprint.secret(&token);
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            invalid(
-                &field("bearer_token"),
-                "a token of visible ASCII characters".to_owned(),
-            )
-        })?;
+        fingerprint.secret(token.expose());
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                invalid(
+                    &field("bearer_token"),
+                    "a token of visible ASCII characters".to_owned(),
+                )
+            })?;
         value.set_sensitive(true);
         headers.insert(http::header::AUTHORIZATION, value);
     }
     if let Some(auth) = &check.basic_auth {
+        let username = auth.check(&field("basic_auth"), ctx)?;
         let password = read_secret(&auth.password, &field("basic_auth.password"), ctx)?;
-        fingerprint.secret(&password);
-        let value = basic_authorization(&auth.username, &password).ok_or_else(|| {
+        fingerprint.secret(password.expose());
+        let value = basic_authorization(&username, password.expose()).ok_or_else(|| {
             invalid(
                 &field("basic_auth"),
                 "a user name of visible ASCII characters".to_owned(),
@@ -230,7 +254,7 @@ pub(super) fn build(
             },
             version_field,
             follow_redirects: check.follow_redirects.unwrap_or(false),
-            max_redirects: check.max_redirects.unwrap_or(defaults::MAX_REDIRECTS),
+            max_redirects,
             sensitive_headers,
             allow_https_to_http_redirect: check
                 .allow_https_to_http_redirect

@@ -11,6 +11,7 @@
 //! of check is built in its own file (`http_check.rs`, `tls_check.rs`; the canary, the
 //! queue and the heartbeats beside their code, in `canary/config.rs`, `queue/config.rs` and
 //! `heartbeat/config.rs`). `secrets.rs` reads secrets from files and the environment,
+//! `parse_errors.rs` rewrites the parser's errors so that none quotes a value,
 //! `values.rs` holds what several places validate alike (names, URLs, proxies), and
 //! `fingerprint.rs` the hash by which a reload tells a changed check from an unchanged one.
 
@@ -18,6 +19,7 @@ mod client_tls;
 pub mod defaults;
 mod fingerprint;
 mod http_check;
+mod parse_errors;
 mod proxy;
 pub mod raw;
 mod secrets;
@@ -39,9 +41,11 @@ pub(crate) use client_tls::client_tls;
 pub(crate) use fingerprint::Fingerprint;
 pub(crate) use proxy::target_proxy;
 use raw::{RawConfig, RawTarget};
+pub use secrets::Secret;
 pub(crate) use secrets::read_secret;
-pub(crate) use values::check_name;
+pub use values::display_url;
 use values::parse_http_url;
+pub(crate) use values::{check_name, within};
 
 /// Prefix of the environment variables that override config keys, `__` between levels:
 /// `GLITCHTIP_EXPORTER__TARGETS__PROD__URL`.
@@ -82,11 +86,13 @@ impl Config {
         self.checks().filter(|c| !c.is_canary()).filter_map(|c| {
             let s = c.schedule;
             // The text of `/metrics` may show a result up to one write gap late.
-            let worst = s.interval
-                + 2 * s.timeout
-                + s.retry_interval
-                + defaults::METRICS_WRITE_GAP
-                + defaults::SCRAPE_AND_EVALUATION;
+            // Saturating: the ranges keep these small, and this must not panic anyway.
+            let worst = s
+                .interval
+                .saturating_add(s.timeout.saturating_mul(2))
+                .saturating_add(s.retry_interval)
+                .saturating_add(defaults::METRICS_WRITE_GAP)
+                .saturating_add(defaults::SCRAPE_AND_EVALUATION);
             (worst > defaults::ALERT_BUDGET).then_some((c.as_ref(), worst))
         })
     }
@@ -136,6 +142,13 @@ pub enum ConfigError {
         /// What was wrong, with the key.
         message: String,
     },
+    /// Occurs when a reload did not finish reading and validating the config in time (a
+    /// stalled file system).
+    #[error("the config was not read within {}", humantime::format_duration(*deadline))]
+    Unfinished {
+        /// The deadline.
+        deadline: Duration,
+    },
     /// Occurs when a value has the right type but is not acceptable.
     #[error("{origin}: {key}: {expected}")]
     Invalid {
@@ -149,7 +162,8 @@ pub enum ConfigError {
 }
 
 /// Where a config comes from; kept by the exporter so that a reload reads the same places.
-#[derive(Debug, Clone, Default)]
+/// `Debug` names the environment's variables, never their values (secrets among them).
+#[derive(Clone, Default)]
 pub struct ConfigSource {
     /// The TOML file, if any.
     pub file: Option<PathBuf>,
@@ -161,6 +175,23 @@ pub struct ConfigSource {
     pub mode: Option<String>,
     /// The environment to read overrides from (`None`: the process environment).
     pub env: Option<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env_names = self.env.as_ref().map(|env| {
+            let mut names: Vec<&str> = env.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            names
+        });
+        f.debug_struct("ConfigSource")
+            .field("file", &self.file)
+            .field("cli_targets", &self.cli_targets)
+            .field("listen", &self.listen)
+            .field("mode", &self.mode)
+            .field("env_names", &env_names)
+            .finish()
+    }
 }
 
 impl ConfigSource {
@@ -188,11 +219,18 @@ impl ConfigSource {
         let mut builder = config::Config::builder();
         if let Some(file) = &self.file {
             // Read the file ourselves: the config crate's message for a missing file does
-            // not name it.
-            let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Parse {
+            // not name it, and it would read a FIFO or /dev/zero without end.
+            let parse_error = |message: String| ConfigError::Parse {
                 origin: origin.clone(),
-                message: format!("cannot read the file: {e}"),
-            })?;
+                message,
+            };
+            let bytes = crate::files::read_bounded(file, crate::files::MAX_FILE_BYTES)
+                .map_err(|e| parse_error(format!("cannot read the file: {e}")))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| parse_error("a UTF-8 text file, it is not".to_owned()))?;
+            if let Some(message) = parse_errors::toml_syntax(&text) {
+                return Err(parse_error(message));
+            }
             builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
         }
         builder = builder.add_source(
@@ -205,10 +243,7 @@ impl ConfigSource {
         let raw: RawConfig = builder
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError::Parse {
-                origin: origin.clone(),
-                message: e.to_string().trim_end().to_owned(),
-            })?;
+            .map_err(|e| parse_errors::wrap(e, &origin))?;
         let base_dir = self
             .file
             .as_deref()
@@ -309,6 +344,8 @@ pub fn validate(
         .server
         .shutdown_timeout
         .unwrap_or(defaults::SHUTDOWN_TIMEOUT);
+    within(shutdown_timeout, &defaults::SHUTDOWN_TIMEOUT_RANGE)
+        .map_err(|e| ctx.invalid("server.shutdown_timeout", e))?;
 
     // Heartbeats alone are a valid config: the exporter then only receives pings.
     if raw.targets.is_empty() && raw.heartbeats.is_empty() {

@@ -70,10 +70,11 @@ fn build(
     let authorization = match auth {
         Some(auth) => {
             let key = format!("{scope}.proxy_auth");
+            let username = auth.check(&key, ctx)?;
             let password = read_secret(&auth.password, &format!("{key}.password"), ctx)?;
-            fingerprint.secret(&password);
+            fingerprint.secret(password.expose());
             Some(
-                basic_authorization(&auth.username, &password).ok_or_else(|| {
+                basic_authorization(username, password.expose()).ok_or_else(|| {
                     ctx.invalid(
                         &format!("{key}.username"),
                         "a user name of visible ASCII characters without ':'".to_owned(),

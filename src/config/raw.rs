@@ -201,23 +201,4 @@ impl std::hash::Hash for RawJson {
     }
 }
 
-/// Where a secret comes from: exactly one of `file` or `env`. Never inline, so that a config
-/// file can be shared and logged.
-#[derive(Debug, Clone, Deserialize, Hash)]
-#[serde(deny_unknown_fields)]
-pub struct RawSecret {
-    /// A file holding the secret (one trailing newline is ignored).
-    pub file: Option<PathBuf>,
-    /// An environment variable holding the secret.
-    pub env: Option<String>,
-}
-
-/// `basic_auth = { username = "...", password = { file = "..." } }`.
-#[derive(Debug, Clone, Deserialize, Hash)]
-#[serde(deny_unknown_fields)]
-pub struct RawBasicAuth {
-    /// User name (not a secret).
-    pub username: String,
-    /// Password source.
-    pub password: RawSecret,
-}
+pub use super::secrets::{RawBasicAuth, RawSecret, Refused};

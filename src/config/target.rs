@@ -10,7 +10,7 @@ use std::sync::Arc;
 use url::Url;
 
 use super::raw::{RawCheck, RawConfig, RawTarget};
-use super::values::{check_name as valid_name, parse_http_url};
+use super::values::{check_name as valid_name, parse_http_url, within};
 use super::{ConfigError, Context, Target, defaults, http_check, tls_check};
 use crate::checks::Schedule;
 use crate::checks::tls::CHECK_NAME as TLS_CHECK;
@@ -32,6 +32,14 @@ pub(super) fn build(
         )
     })?;
     let url = parse_http_url(url_text).map_err(|e| ctx.invalid(&format!("{key}.url"), e))?;
+    // A base URL has no use for a query, and one would be a place for a token that the
+    // landing page and `Debug` output show.
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ctx.invalid(
+            &format!("{key}.url"),
+            "a base URL without a query or fragment (credentials go in a check's bearer_token or basic_auth)".to_owned(),
+        ));
+    }
 
     let mut merged: BTreeMap<String, RawCheck> = BTreeMap::new();
     if target.default_checks.unwrap_or(true) {
@@ -252,6 +260,7 @@ pub(super) fn check_schedule(
                 "a duration above zero, such as \"5s\"".to_owned(),
             ));
         }
+        within(value, &defaults::TIMING_RANGE).map_err(|e| invalid(k, e))?;
     }
     if schedule.timeout > schedule.interval {
         return Err(invalid(

@@ -84,7 +84,7 @@ pub(super) fn build(
                 &field("address"),
                 format!(
                     "a \"host:port\" to connect to, since the target URL {:?} is not https://",
-                    base.as_str()
+                    super::display_url(base)
                 ),
             ));
         }

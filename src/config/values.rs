@@ -1,11 +1,69 @@
 //! Values that several parts of the config validate the same way: names (label values and
-//! environment-variable segments), http(s) URLs and proxy URLs.
+//! environment-variable segments), http(s) URLs and proxy URLs — and how a URL is shown
+//! (in a message, on the landing page) without what may be a credential in it.
 
-use url::Url;
+use std::time::Duration;
+
+use url::{Position, Url};
+
+use super::defaults::DurationRange;
+
+/// `value` inside `range`, or what was expected and what was found.
+pub(crate) fn within(value: Duration, range: &DurationRange) -> Result<(), String> {
+    if value < range.min || value > range.max {
+        return Err(format!(
+            "a duration {}, got {}",
+            range.text,
+            humantime::format_duration(value)
+        ));
+    }
+    Ok(())
+}
+
+/// `url` as shown to people: the user name, password and query — where credentials hide —
+/// replaced by `…`, the fragment dropped.
+pub fn display_url(url: &Url) -> String {
+    let mut shown = url[..Position::BeforeUsername].to_owned();
+    if !url.username().is_empty() || url.password().is_some() {
+        shown.push_str("…@");
+    }
+    shown.push_str(&url[Position::BeforeHost..Position::AfterPath]);
+    if url.query().is_some() {
+        shown.push_str("?…");
+    }
+    shown
+}
+
+/// `text`, a URL as written, quoted for a message: as written when it holds no user info,
+/// query or fragment; through [`display_url`] when it does; a text that is no URL only
+/// when it holds no `@` or `?` (and so no credential).
+pub(crate) fn quote_url(text: &str) -> String {
+    match Url::parse(text) {
+        Ok(url)
+            if url.username().is_empty()
+                && url.password().is_none()
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && !text.contains('@') =>
+        {
+            format!("{text:?}")
+        }
+        Ok(url) if url.has_host() => format!("{:?}", display_url(&url)),
+        _ if text.contains(['@', '?']) => {
+            "a URL that is not shown (it may hold credentials)".to_owned()
+        }
+        _ => format!("{text:?}"),
+    }
+}
 
 /// An absolute `http://` or `https://` URL without credentials.
 pub(super) fn parse_http_url(text: &str) -> Result<Url, String> {
-    let expected = || format!("an absolute http:// or https:// URL, got {text:?}");
+    let expected = || {
+        format!(
+            "an absolute http:// or https:// URL, got {}",
+            quote_url(text)
+        )
+    };
     let url = Url::parse(text).map_err(|_| expected())?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(expected());
@@ -33,7 +91,10 @@ pub(crate) fn parse_proxy(text: &str) -> Result<(String, u16), String> {
     let u = parsed
         .filter(|u| u.scheme() == "http" && u.host_str().is_some())
         .ok_or_else(|| {
-            format!("an http:// proxy URL such as \"http://proxy:3128\", got {text:?}")
+            format!(
+                "an http:// proxy URL such as \"http://proxy:3128\", got {}",
+                quote_url(text)
+            )
         })?;
     Ok((
         u.host_str()

@@ -8,7 +8,9 @@ use serde::Deserialize;
 
 use super::schedule::{CronSchedule, Expect};
 use crate::config::raw::RawSecret;
-use crate::config::{ConfigError, Context, Target, check_name, defaults, read_secret};
+use crate::config::{
+    ConfigError, Context, Secret, Target, check_name, defaults, read_secret, within,
+};
 
 /// `[heartbeats.<name>]`: one heartbeat, as written.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -48,19 +50,19 @@ pub struct HeartbeatSpec {
 
 /// A heartbeat token. Its `Debug` output never shows the secret.
 #[derive(Clone)]
-pub struct Token(String);
+pub struct Token(Secret);
 
 impl Token {
     /// Wraps a secret.
-    pub fn new(secret: String) -> Self {
-        Self(secret)
+    pub fn new(secret: impl Into<Box<str>>) -> Self {
+        Self(Secret::new(secret))
     }
 
     /// Whether `candidate` is the token, compared in constant time (only the length can
     /// leak, and tokens are meant to be long random strings).
     pub fn matches(&self, candidate: &[u8]) -> bool {
         use subtle::ConstantTimeEq as _;
-        bool::from(self.0.as_bytes().ct_eq(candidate))
+        bool::from(self.0.expose().as_bytes().ct_eq(candidate))
     }
 }
 
@@ -123,6 +125,8 @@ pub fn build(
                     "a duration above zero, such as \"5m\"".to_owned(),
                 ));
             }
+            within(*interval, &defaults::HEARTBEAT_INTERVAL_RANGE)
+                .map_err(|e| invalid(&field("interval"), e))?;
             if raw.timezone.is_some() {
                 return Err(invalid(
                     &field("timezone"),
@@ -152,6 +156,7 @@ pub fn build(
     };
 
     let grace = raw.grace.unwrap_or(defaults::HEARTBEAT_GRACE);
+    within(grace, &defaults::HEARTBEAT_GRACE_RANGE).map_err(|e| invalid(&field("grace"), e))?;
 
     let secret = raw.token.as_ref().ok_or_else(|| {
         invalid(
@@ -160,7 +165,7 @@ pub fn build(
         )
     })?;
     let token = read_secret(secret, &field("token"), ctx)?;
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid(
             &field("token"),
             "a token of visible ASCII characters without spaces, such as the output of `openssl rand -hex 32`".to_owned(),
@@ -172,7 +177,7 @@ pub fn build(
         target: raw.target.clone(),
         expect,
         grace,
-        token: Token::new(token),
+        token: Token(token),
     })
 }
 

@@ -23,13 +23,21 @@ use super::x509::TrustRoots;
 /// Errors building a TLS client configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
-    /// Occurs when the CA file cannot be read.
+    /// Occurs when the CA file cannot be read (missing, not a regular file, too large).
     #[error("cannot read CA file {path}: {source}")]
     ReadCa {
         /// The configured path.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why.
+        source: crate::files::FileError,
+    },
+    /// Occurs when the CA file is not valid PEM.
+    #[error("CA file {path} is not valid PEM: {source}")]
+    BadPem {
+        /// The configured path.
+        path: PathBuf,
+        /// What the PEM parser objected to.
+        source: rustls::pki_types::pem::Error,
     },
     /// Occurs when the CA file holds no PEM certificate.
     #[error("CA file {path} holds no PEM certificate")]
@@ -75,13 +83,16 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsConfigErro
 
 /// Reads every PEM certificate of `path`; an empty file is an error.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
-        path: path.to_owned(),
-        source,
+    use rustls::pki_types::pem::PemObject as _;
+    let pem = crate::files::read_bounded(path, crate::files::MAX_FILE_BYTES).map_err(|source| {
+        TlsConfigError::ReadCa {
+            path: path.to_owned(),
+            source,
+        }
     })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsConfigError::ReadCa {
+        .map_err(|source| TlsConfigError::BadPem {
             path: path.to_owned(),
             source,
         })?;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::raw::{RawSecret, RawTls};
-use crate::config::{ConfigError, Context, Fingerprint, defaults, read_secret};
+use crate::config::{ConfigError, Context, Fingerprint, Secret, defaults, read_secret, within};
 use crate::net::tls::{AcceptAnyCertificate, provider, root_store};
 
 /// `[targets.<name>.queue]`, as written.
@@ -52,22 +52,9 @@ pub enum LayoutChoice {
     Vtasks,
 }
 
-/// A Redis/Valkey password. Its `Debug` output never shows it.
-#[derive(Clone)]
-pub struct Password(String);
-
-impl Password {
-    /// The secret itself, for the `AUTH` command only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
+/// A Redis/Valkey password, exposed for the `AUTH` command only. Its `Debug` output never
+/// shows it.
+pub type Password = Secret;
 
 /// TLS for `rediss://`.
 #[derive(Clone)]
@@ -185,8 +172,8 @@ pub fn build(
     let password = match &raw.password {
         Some(source) => {
             let p = read_secret(source, &field("password"), ctx)?;
-            fingerprint.secret(&p);
-            Some(Password(p))
+            fingerprint.secret(p.expose());
+            Some(p)
         }
         None => None,
     };
@@ -242,6 +229,7 @@ pub fn build(
                 "a duration above zero, such as \"15s\"".to_owned(),
             ));
         }
+        within(value, &defaults::TIMING_RANGE).map_err(|e| ctx.invalid(&field(k), e))?;
     }
     if timeout > interval {
         return Err(ctx.invalid(

@@ -2,7 +2,7 @@
 //! latency, rendered from the same state the metrics come from.
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::exporter::Exporter;
 
@@ -22,11 +22,19 @@ fn esc(text: &str) -> String {
     out
 }
 
+/// The first second RFC 3339 cannot write (year 10000): humantime's formatter fails there,
+/// and `to_string` would panic.
+const YEAR_10000: Duration = Duration::from_secs(253_402_300_800);
+
 fn when(t: Option<SystemTime>) -> String {
-    t.map_or_else(
-        || "never".to_owned(),
-        |t| humantime::format_rfc3339_seconds(t).to_string(),
-    )
+    let Some(t) = t else {
+        return "never".to_owned();
+    };
+    match t.duration_since(UNIX_EPOCH) {
+        Err(_) => "before 1970".to_owned(),
+        Ok(d) if d >= YEAR_10000 => "after 9999".to_owned(),
+        Ok(_) => humantime::format_rfc3339_seconds(t).to_string(),
+    }
 }
 
 /// The page.
@@ -56,7 +64,8 @@ pub fn render(exporter: &Exporter) -> String {
              <table><tr><th>check</th><th>state</th><th>reason</th><th>status</th><th>consecutive failures</th>\
              <th>last success</th><th>latency</th></tr>",
             name = esc(&target.name),
-            url = esc(target.url.as_str()),
+            // Without user name, password or query, in case one holds a credential.
+            url = esc(&crate::config::display_url(&target.url)),
         );
         for view in exporter
             .views()
@@ -100,8 +109,8 @@ pub fn render(exporter: &Exporter) -> String {
                 ("down", "missed")
             };
             let at = |t: Option<f64>| {
-                t.and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
-                    .map(|d| std::time::UNIX_EPOCH + d)
+                t.and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .and_then(|d| UNIX_EPOCH.checked_add(d))
             };
             let _ = write!(
                 html,
@@ -120,7 +129,22 @@ pub fn render(exporter: &Exporter) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::esc;
+    use super::*;
+
+    /// Regression (issue #18): a heartbeat deadline past the year 9999 made every request
+    /// of the landing page panic.
+    #[test]
+    fn times_out_of_rfc3339_range_do_not_panic() {
+        let at = |secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs));
+        assert_eq!(when(at(253_402_300_799)), "9999-12-31T23:59:59Z");
+        assert_eq!(when(at(253_402_300_800)), "after 9999");
+        assert_eq!(when(at(1 << 60)), "after 9999");
+        assert_eq!(
+            when(UNIX_EPOCH.checked_sub(Duration::from_secs(1))),
+            "before 1970"
+        );
+        assert_eq!(when(None), "never");
+    }
 
     #[test]
     fn escapes_markup() {

@@ -65,10 +65,10 @@ macro_rules! cases {
 
 cases! {
     unknown_top_level_key, "unknown_top_level_key.toml", "config file {file}: unknown field `sever`, expected one of `server`, `defaults`, `targets`, `heartbeats`";
-    unknown_check_key, "unknown_check_key.toml", "config file {file}: unknown field `expected_status`, expected one of `enabled`, `method`, `path`, `url`, `body`, `expect_status`, `keyword`, `regex`, `json`, `version_field`, `headers`, `bearer_token`, `basic_auth`, `interval`, `timeout`, `retry_interval`, `max_body_bytes`, `follow_redirects`, `max_redirects`, `tls`, `proxy`, `proxy_auth`, `sensitive_headers`, `allow_https_to_http_redirect`, `address` for key `targets.prod.checks.health`";
-    targets_wrong_type, "targets_wrong_type.toml", "config file {file}: invalid type: integer `5`, expected a map for key `targets`";
-    duration_without_unit, "duration_without_unit.toml", r#"config file {file}: invalid value: string "10", expected a duration for key `defaults.interval`"#;
-    duration_in_words, "duration_in_words.toml", r#"config file {file}: invalid value: string "ten seconds", expected a duration for key `targets.prod.timeout`"#;
+    unknown_check_key, "unknown_check_key.toml", "config file {file}: targets.prod.checks.health: unknown field `expected_status`, expected one of `enabled`, `method`, `path`, `url`, `body`, `expect_status`, `keyword`, `regex`, `json`, `version_field`, `headers`, `bearer_token`, `basic_auth`, `interval`, `timeout`, `retry_interval`, `max_body_bytes`, `follow_redirects`, `max_redirects`, `tls`, `proxy`, `proxy_auth`, `sensitive_headers`, `allow_https_to_http_redirect`, `address`";
+    targets_wrong_type, "targets_wrong_type.toml", "config file {file}: targets: a table, got a number";
+    duration_without_unit, "duration_without_unit.toml", r#"config file {file}: defaults.interval: a duration such as "10s" or "1m 30s", got "10""#;
+    duration_in_words, "duration_in_words.toml", r#"config file {file}: targets.prod.timeout: a duration such as "10s" or "1m 30s", got "ten seconds""#;
     interval_zero, "interval_zero.toml", r#"config file {file}: targets.prod.checks.health.interval: a duration above zero, such as "5s""#;
     timeout_over_interval, "timeout_over_interval.toml", "config file {file}: targets.prod.checks.health.timeout: a timeout no longer than the interval (10s), got 30s";
     url_not_http, "url_not_http.toml", r#"config file {file}: targets.prod.url: an absolute http:// or https:// URL, got "ftp://glitchtip.example.com""#;
@@ -99,7 +99,29 @@ cases! {
     sensitive_header_invalid, "sensitive_header_invalid.toml", r#"config file {file}: targets.prod.sensitive_headers: a list of HTTP header names such as ["X-Api-Key"], got "X Api Key""#;
     header_name_invalid, "header_name_invalid.toml", "config file {file}: targets.prod.headers.X Forwarded Host: a valid HTTP header name";
     empty_file, "empty.toml", "config file {file}: targets: at least one target: pass --target URL or add a [targets.<name>] table";
-    toml_syntax, "toml_syntax.toml", "config file {file}: TOML parse error at line 3, column 37\n  |\n3 | url = \"https://glitchtip.example.com\n  |                                     ^\ninvalid basic string, expected `\"`";
+    bearer_token_inline, "bearer_token_inline.toml", r#"config file {file}: targets.prod.checks.organizations.bearer_token: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
+    basic_auth_password_inline, "basic_auth_password_inline.toml", r#"config file {file}: targets.prod.checks.organizations.basic_auth.password: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
+    basic_auth_string, "basic_auth_string.toml", r#"config file {file}: targets.prod.checks.organizations.basic_auth: a table { username = "…", password = { file = "…" } or { env = "…" } }, found a string (not shown)"#;
+    canary_dsn_inline, "canary_dsn_inline.toml", r#"config file {file}: targets.prod.canary.dsn: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
+    canary_token_number, "canary_token_number.toml", r#"config file {file}: targets.prod.canary.token: { file = "…" } or { env = "…" }, never the secret itself (found a number, not shown)"#;
+    heartbeat_token_inline, "heartbeat_token_inline.toml", r#"config file {file}: heartbeats.worker.token: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
+    queue_password_extra_keys, "queue_password_extra_keys.toml", r#"config file {file}: targets.prod.queue.password: { file = "…" } or { env = "…" }, found a table with other keys (not shown)"#;
+    bearer_token_env_is_the_token, "bearer_token_env_is_the_token.toml", r#"config file {file}: targets.prod.checks.organizations.bearer_token.env: the name of a set environment variable, such as "GLITCHTIP_TOKEN" (the name given is not shown: it is not set and looks like no variable name, is it the secret itself?)"#;
+    bearer_token_file_not_regular, "bearer_token_file_not_regular.toml", "config file {file}: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read /dev/zero: not a regular file but a character device";
+    toml_syntax_unquoted_token, "toml_syntax_unquoted_token.toml", "config file {file}: TOML syntax error at line 7, column 16: string values must be quoted, expected literal string";
+    url_with_query, "url_with_query.toml", "config file {file}: targets.prod.url: a base URL without a query or fragment (credentials go in a check's bearer_token or basic_auth)";
+    url_not_http_with_credentials, "url_not_http_with_credentials.toml", r#"config file {file}: targets.prod.url: an absolute http:// or https:// URL, got "ftp://…@glitchtip.example.com/""#;
+    interval_huge, "interval_huge.toml", "config file {file}: targets.prod.checks.health.interval: a duration from 100ms to 1day, got 10000000000years";
+    retry_interval_tiny, "retry_interval_tiny.toml", "config file {file}: targets.prod.retry_interval: a duration from 100ms to 1day, got 1ms";
+    max_body_bytes_huge, "max_body_bytes_huge.toml", "config file {file}: defaults.max_body_bytes: a number of bytes from 1 to 67108864 (64 MiB), got 9223372036854775807";
+    max_body_bytes_negative, "max_body_bytes_negative.toml", "config file {file}: targets.prod.max_body_bytes: a whole number, 0 or more, got a negative number";
+    max_redirects_huge, "max_redirects_huge.toml", "config file {file}: targets.prod.checks.health.max_redirects: a number from 0 to 20, got 4000000000";
+    heartbeat_interval_huge, "heartbeat_interval_huge.toml", "config file {file}: heartbeats.worker.interval: a duration from 1s to 366days, got 10000000000years";
+    heartbeat_grace_huge, "heartbeat_grace_huge.toml", "config file {file}: heartbeats.worker.grace: a duration from 0s to 366days, got 1year 1month 4days 7h 26m 24s";
+    canary_timeout_huge, "canary_timeout_huge.toml", "config file {file}: targets.prod.canary.timeout: a duration from 100ms to 1day, got 1day 1h";
+    queue_interval_huge, "queue_interval_huge.toml", "config file {file}: targets.prod.queue.interval: a duration from 100ms to 1day, got 100years";
+    shutdown_timeout_huge, "shutdown_timeout_huge.toml", "config file {file}: server.shutdown_timeout: a duration from 0s to 1h, got 2h";
+    toml_syntax, "toml_syntax.toml", "config file {file}: TOML syntax error at line 3, column 37: invalid basic string, expected `\"`";
 }
 
 #[test]
@@ -512,7 +534,7 @@ fn env_override_of_wrong_type_names_the_environment_and_key() {
     assert_eq!(
         err.to_string(),
         format!(
-            r#"config file {} with GLITCHTIP_EXPORTER__* environment overrides: invalid value: string "ten", expected a duration for key `targets.prod.checks.health.timeout`"#,
+            r#"config file {} with GLITCHTIP_EXPORTER__* environment overrides: targets.prod.checks.health.timeout: a duration such as "10s" or "1m 30s", got "ten""#,
             file.path().display()
         )
     );
@@ -641,5 +663,36 @@ fn cli_target_invalid_url() {
     assert_eq!(
         err.to_string(),
         r#"command line: targets.prod.url: an absolute http:// or https:// URL, got "ftp://x.example""#
+    );
+}
+
+/// Regression (issue #12): a FIFO named as a secret file blocked `--check-config` forever,
+/// and three reloads reading one froze the server. It is refused at once, no writer needed.
+#[test]
+fn fifo_as_secret_file_or_config_file_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = crate::secrets::mkfifo(dir.path(), "token-fifo");
+    let config = dir.path().join("exporter.toml");
+    std::fs::write(
+        &config,
+        "[targets.prod]\nurl = \"https://glitchtip.example.com\"\n\
+         [targets.prod.checks.organizations]\npath = \"/api/0/organizations/\"\n\
+         bearer_token = { file = \"token-fifo\" }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        load_file(&config).unwrap_err().to_string(),
+        format!(
+            "config file {}: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read {}: not a regular file but a FIFO",
+            config.display(),
+            fifo.display()
+        )
+    );
+    assert_eq!(
+        load_file(&fifo).unwrap_err().to_string(),
+        format!(
+            "config file {}: cannot read the file: not a regular file but a FIFO",
+            fifo.display()
+        )
     );
 }

@@ -46,12 +46,12 @@ fn test_pki() -> (String, String, String) {
 
 /// Terminates TLS on 127.0.0.1:0 and forwards the plain bytes to `backend`.
 async fn tls_front(backend: SocketAddr, chain_pem: &str, key_pem: &str) -> SocketAddr {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut chain_pem.as_bytes())
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<_, _>>()
         .unwrap();
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
