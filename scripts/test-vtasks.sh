@@ -15,13 +15,14 @@
 #   VT_LAB_DIR       lab dir holding the cached virtualenvs (default /tmp/vtlab); this
 #                    script's instances (t-*) are created there and destroyed at the end
 #   VT_EXPORTER_BIN  exporter binary (default: scripts/build.sh, quick when up to date)
+#   VT_RULES         the rules file (default alerts/glitchtip.rules.yml)
 #   VT_KEEP=1        leave the instances, exporter and Prometheus running at the end
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 LAB="$ROOT/scripts/vtasks-lab/lab.sh"
 export VT_LAB_DIR="${VT_LAB_DIR:-/tmp/vtlab}"
-RULES="$ROOT/alerts/glitchtip.rules.yml"
+RULES="${VT_RULES:-$ROOT/alerts/glitchtip.rules.yml}"
 STALL_ALERT=GlitchTipQueueSchedulerStalled
 OUTAGE=40 # seconds of Valkey outage: the FACTS.md outage (5 s did not kill 3.1.0)
 PG_OUTAGE=15      # the FACTS.md outage; then, if the scheduler survived twice:
@@ -34,11 +35,13 @@ PG_LONG_OUTAGE=40 # longer than psycopg's pool timeout (30 s, GlitchTip's defaul
 # or accepts its config (--check-config), else it prints SKIP. Set these to the names the
 # queue reader ships; nothing else in this file needs to change.
 #
-# A series the exporter writes for a vtasks target with live workers and no
-# vtasks_last_run key; its alert must fire within MISSING_WITHIN seconds after Valkey
-# comes back empty, and resolve once the scheduler writes its keys again.
-VT_MISSING_SERIES="${VT_MISSING_SERIES:-glitchtip_scheduler_missing}"
-VT_MISSING_ALERT="${VT_MISSING_ALERT:-$STALL_ALERT}"
+# A gauge the exporter writes per vtasks target, 1 while the scheduler lives and 0 when
+# its heartbeat task's key is too old or missing while workers live (the queue reader's
+# glitchtip_queue_scheduler_up, in progress). It must reach 0 within MISSING_WITHIN seconds
+# after Valkey comes back empty; then the alert on it (VT_MISSING_ALERT, default: the first
+# alert in the rules file that names the series) fires, and resolves on a worker restart.
+VT_MISSING_SERIES="${VT_MISSING_SERIES:-glitchtip_queue_scheduler_up}"
+VT_MISSING_ALERT="${VT_MISSING_ALERT:-}"
 MISSING_WITHIN="${VT_MISSING_WITHIN:-150}"
 # The [targets.NAME.queue] table that points the exporter at the database backend.
 # Arguments: target name, PostgreSQL port, password file of the read-only role vt_reader.
@@ -124,24 +127,18 @@ prom_value() {
     echo none
 }
 firing() { echo "ALERTS{alertname=\"$1\",target=\"$2\",alertstate=\"firing\"}"; }
-# wait_until SECONDS EXPR: polls every second until EXPR returns a series; prints the
-# seconds it took; fails after SECONDS.
+# wait_until SECONDS EXPR [absent]: polls every second until EXPR returns a series (with
+# "absent": returns none); prints the seconds it took; fails after SECONDS.
 wait_until() {
-  local start=$SECONDS
+  local start=$SECONDS n
   while ((SECONDS - start <= $1)); do
-    [[ $(prom_count "$2") -gt 0 ]] && { echo $((SECONDS - start)); return 0; }
+    n=$(prom_count "$2")
+    if [[ ${3:-} == absent ]]; then ((n == 0)); else ((n > 0)); fi && { echo $((SECONDS - start)); return 0; }
     sleep 1
   done
   return 1
 }
-wait_absent() {
-  local start=$SECONDS
-  while ((SECONDS - start <= $1)); do
-    [[ $(prom_count "$2") -eq 0 ]] && { echo $((SECONDS - start)); return 0; }
-    sleep 1
-  done
-  return 1
-}
+
 # ---- scenarios (each runs in the background and writes its result lines) ---------------
 age_ok() { echo "glitchtip_scheduler_last_run_age_seconds{target=\"$1\",task=\"uptime-dispatch-checks\"} < 10"; }
 # Firing queue alerts of a target. (GlitchTipQueueUnreadable is pending during any broker
@@ -199,7 +196,7 @@ fires_then_resolves() {
   fi
   t_restart=$(date +%s)
   lab -n "$inst" restart worker
-  if ! wait_absent 60 "$(firing "$alert" "$inst")" >/dev/null; then
+  if ! wait_until 60 "$(firing "$alert" "$inst")" absent >/dev/null; then
     echo "FAIL $name ($alert still firing 60 s after the worker restart)"
     return
   fi
@@ -241,7 +238,7 @@ scenario_persist_survives() {
 # scheduler series (always checked); the alert on it needs VT_MISSING_SERIES (gated).
 scenario_nopersist() {
   local name=valkey-nopersist-3.1.0-keys-gone-worker-alive inst=t-v31n
-  local gated=valkey-nopersist-3.1.0-missing-keys-fire-and-resolve gap
+  local gated=valkey-nopersist-3.1.0-missing-keys-fire-and-resolve gap alert
   gap="glitchtip_queue_up{target=\"$inst\"} == 1 and on (target) glitchtip_workers{target=\"$inst\"} >= 1 unless on (target) glitchtip_scheduler_last_run_age_seconds{target=\"$inst\"}"
   blip_until_dead "$inst" "$OUTAGE" || { echo "FAIL $name (the scheduler survived a $OUTAGE s outage: last run $AGE s ago)"; return; }
   if [[ $AGE != missing ]]; then
@@ -254,7 +251,16 @@ scenario_nopersist() {
   fi
   echo "PASS $name (after the restart: no vtasks_last_run key, $(lab -n "$inst" alive) live worker(s), queue readable; Prometheus sees no scheduler series)"
   if [[ $MISSING_ON == 1 ]]; then
-    fires_then_resolves "$gated" "$inst" "$VT_MISSING_ALERT" "$MISSING_WITHIN"
+    if ! wait_until "$MISSING_WITHIN" "$VT_MISSING_SERIES{target=\"$inst\"} == 0" >/dev/null; then
+      echo "FAIL $gated ($VT_MISSING_SERIES did not reach 0 within $MISSING_WITHIN s after Valkey came back empty)"
+      return
+    fi
+    alert=${VT_MISSING_ALERT:-$(awk -v s="$VT_MISSING_SERIES" '/^ *- alert: / { name = $3 } name != "" && index($0, s) { print name; exit }' "$RULES")}
+    if [[ -z $alert ]]; then
+      echo "FAIL $gated ($VT_MISSING_SERIES reached 0, but no alert in alerts/glitchtip.rules.yml uses it)"
+      return
+    fi
+    fires_then_resolves "$gated" "$inst" "$alert" "$MISSING_WITHIN"
   else
     echo "SKIP $gated (the exporter exports no $VT_MISSING_SERIES; set VT_MISSING_SERIES)"
   fi
@@ -303,23 +309,26 @@ fi
 # Instances: t-v31p (3.1.0, Valkey with persistence), t-v32p (3.2.0, same),
 # t-v31n (3.1.0, Valkey without persistence), t-d31 (3.1.0, database backend).
 t0=$SECONDS
-new_instance() { # NAME create-options...
-  local n=$1; shift
-  lab -n "$n" destroy
+# bring_up NAME create-options...: a fresh instance, started (in the background: the
+# instances come up side by side); a failure leaves NAME in setup-failed.
+bring_up() {
+  local n=$1
+  shift
   INSTANCES+=("$n")
-  lab -n "$n" create "$@" || setup_failed "lab create $n failed"
+  { lab -n "$n" destroy && lab -n "$n" create "$@" && lab -n "$n" start all; } || echo "$n" >>"$W/setup-failed" &
+  UP_JOBS+=($!)
 }
-new_instance t-v31p --version 3.1.0 --backend valkey --persist yes
-new_instance t-v32p --version 3.2.0 --backend valkey --persist yes
-new_instance t-v31n --version 3.1.0 --backend valkey --persist no
+UP_JOBS=()
+bring_up t-v31p --version 3.1.0 --backend valkey --persist yes
+bring_up t-v32p --version 3.2.0 --backend valkey --persist yes
+bring_up t-v31n --version 3.1.0 --backend valkey --persist no
 HAVE_PG=0
 if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   HAVE_PG=1
-  new_instance t-d31 --version 3.1.0 --backend db
+  bring_up t-d31 --version 3.1.0 --backend db
 fi
-for i in "${INSTANCES[@]}"; do
-  lab -n "$i" start all || setup_failed "lab start $i failed"
-done
+wait "${UP_JOBS[@]}"
+[[ ! -s $W/setup-failed ]] || setup_failed "lab instance(s) $(tr '\n' ' ' <"$W/setup-failed")did not come up"
 say "lab instances ${INSTANCES[*]} started in $((SECONDS - t0)) s"
 
 env_of() { lab -n "$1" env | sed -n "s/^$2=//p"; }
@@ -407,6 +416,7 @@ has_series() { grep -qE "^(# HELP )?$1[ {]" <<<"$METRICS"; }
 # ---- run every scenario at once --------------------------------------------------------
 MISSING_ON=0
 has_series "$VT_MISSING_SERIES" && MISSING_ON=1
+say "gated scenarios: missing scheduler keys $([[ $MISSING_ON == 1 ]] && echo on || echo "off (no $VT_MISSING_SERIES)"), database backend $([[ $DB_READY == 1 ]] && echo on || echo off)"
 t0=$SECONDS
 say "broker outages start (Valkey ${OUTAGE} s, PostgreSQL ${PG_OUTAGE} s)"
 SCENARIOS=()

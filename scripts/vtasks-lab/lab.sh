@@ -65,6 +65,10 @@ build_venv() {
   [[ -f $req ]] || die "no $req (versions: ${VERSIONS[*]})"
   stamp=$(cat "$req" "$HERE/requirements-common.txt" | sha256sum | cut -c1-16)
   if [[ -f $venv/.vtlab-$stamp ]]; then return 0; fi
+  # One build per venv at a time; a second caller finds it built once the lock is free.
+  exec 8>"$LAB_DIR/.build-$v.lock"
+  flock 8
+  if [[ -f $venv/.vtlab-$stamp ]]; then exec 8>&-; return 0; fi
   py=$(find_python) || die "no Python >= 3.12 (set VT_PYTHON; pyenv 3.12/3.13 expected)"
   log "building $venv with $($py -V) (django-vtasks $v)"
   rm -rf "$venv"
@@ -74,6 +78,7 @@ build_venv() {
   "$venv/bin/python" -c "import django_vtasks, django; assert django.VERSION[:2] == (6, 0)" ||
     die "$venv does not import django_vtasks with Django 6.0"
   touch "$venv/.vtlab-$stamp"
+  exec 8>&-
 }
 
 # ---------------------------------------------------------------- instance config
@@ -85,9 +90,11 @@ load_inst() {
 
 port_free() { ! ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; }
 
+# pick_port [TAKEN]: a free port that no instance of this lab uses (nor TAKEN).
 pick_port() {
   local p taken
   taken=$(cat "$LAB_DIR"/inst/*/inst.env 2>/dev/null | sed -n 's/^VT_[A-Z]*_PORT=//p' || true)
+  taken+=$'\n'${1:-}
   for _ in $(seq 100); do
     p=$((21000 + RANDOM % 20000))
     grep -qx "$p" <<<"$taken" && continue
@@ -124,8 +131,11 @@ cmd_create() {
   mkdir -p "$RUN" "$LOGS" "$INST/state" "$INST/tmp"
   chmod 755 "$LAB_DIR/inst" "$INST" "$RUN"
   local broker_port web_port=""
+  # One create at a time picks ports and writes its inst.env (creates may run in parallel).
+  exec 9>"$LAB_DIR/.create.lock"
+  flock 9
   broker_port=$(pick_port)
-  [[ $mode == embedded ]] && web_port=$(pick_port)
+  [[ $mode == embedded ]] && web_port=$(pick_port "$broker_port")
   {
     echo "# lab instance '$NAME' (written by lab.sh create)"
     echo "VT_VERSION=$version"
@@ -143,6 +153,7 @@ cmd_create() {
     [[ -n $web_port ]] && echo "VT_WEB_PORT=$web_port"
   } >"$INST/inst.env.tmp"
   mv "$INST/inst.env.tmp" "$INST/inst.env"
+  exec 9>&-
   load_inst
   if [[ $backend == valkey ]]; then
     write_redis_conf
