@@ -18,7 +18,7 @@
 #   VT_RULES         the rules file (default alerts/glitchtip.rules.yml)
 #   VT_KEEP=1        leave the instances, exporter and Prometheus running at the end
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 LAB="$ROOT/scripts/vtasks-lab/lab.sh"
 export VT_LAB_DIR="${VT_LAB_DIR:-/tmp/vtlab}"
@@ -68,6 +68,7 @@ T_START=$(date +%s)
 say() { printf 'vtasks: [%4ss] %s\n' "$(($(date +%s) - T_START))" "$*"; }
 lab() { "$LAB" "$@" 2>>"$W/lab.log"; }
 
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   if [[ ${VT_KEEP:-0} == 1 ]]; then
     say "VT_KEEP=1: left running (exporter pid $EXPORTER_PID, prometheus pid $PROM_PID, dir $W)"
