@@ -20,8 +20,11 @@ npm npm
 curl curl
 readelf binutils
 systemd-analyze systemd
+ss iproute2
 LIST
 python3 -c 'import yaml' 2>/dev/null || need_apt+=(python3-yaml)
+# PostgreSQL's server binaries for scripts/test-vtasks.sh (initdb is not on PATH).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -55,6 +58,9 @@ BINARY=$(scripts/build.sh)
 suite static scripts/test-static.sh "$BINARY"
 # Dockerfile, compose, Kubernetes and systemd files (no container engine here: see README).
 suite deploy python3 scripts/test-deploy.py "$BINARY"
+# GlitchTip 6's real task library (django-vtasks from PyPI, virtualenvs cached in /tmp/vtlab)
+# against that binary and a real Prometheus.
+VT_EXPORTER_BIN=$BINARY suite vtasks scripts/test-vtasks.sh
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      /^[a-z]+: [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
