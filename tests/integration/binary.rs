@@ -67,9 +67,9 @@ async fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
 
 /// A running exporter process. Dropping it kills the process, so that a failed assertion
 /// leaves nothing behind.
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
@@ -111,7 +111,7 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
 
 impl Running {
     /// Starts the binary with `args` and `envs`, and waits for its `listening` line.
-    async fn start(args: &[&str], envs: &[(&str, String)]) -> Running {
+    pub(crate) async fn start(args: &[&str], envs: &[(&str, String)]) -> Running {
         let mut cmd = command();
         cmd.args(args);
         for (k, v) in envs {
@@ -147,18 +147,23 @@ impl Running {
         running
     }
 
-    fn stderr(&self) -> String {
+    /// The process id (for signals).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
-    async fn metrics(&self) -> Samples {
+    pub(crate) async fn metrics(&self) -> Samples {
         let r = request(self.addr, "GET", "/metrics", &[]).await;
         assert_eq!(r.status, 200, "{}", r.body);
         Samples::parse(&r.body)
     }
 
     /// Polls /metrics until `done` holds; panics after [`PATIENCE`].
-    async fn wait_for(&self, what: &str, done: impl Fn(&Samples) -> bool) -> Samples {
+    pub(crate) async fn wait_for(&self, what: &str, done: impl Fn(&Samples) -> bool) -> Samples {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let samples = self.metrics().await;
@@ -176,7 +181,7 @@ impl Running {
 
     /// Sends SIGTERM and waits for the exit; returns the status and everything the process
     /// wrote to stdout and stderr.
-    async fn terminate(mut self) -> (ExitStatus, String, String) {
+    pub(crate) async fn terminate(mut self) -> (ExitStatus, String, String) {
         let pid = self.child.id().expect("still running").to_string();
         let kill = std::process::Command::new("kill")
             .args(["-TERM", &pid])
