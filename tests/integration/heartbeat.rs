@@ -105,6 +105,11 @@ fn heartbeat_series(m: &Samples) -> Vec<String> {
         .collect()
 }
 
+/// The journal beside a state file.
+fn journal(state_file: &Path) -> PathBuf {
+    glitchtip_exporter::heartbeat::store::journal_path(state_file)
+}
+
 async fn start(toml: &str) -> (TestExporter, Arc<glitchtip_exporter::clock::ManualClock>) {
     let (deps, clock) = helpers::deps();
     (helpers::start(toml, deps).await, clock)
@@ -198,9 +203,10 @@ async fn heartbeat_pings_drive_the_metrics() {
         m.get("glitchtip_heartbeat_last_duration_seconds", &hb("worker")),
         9.0
     );
-    let state = std::fs::read_to_string(files.state_file()).unwrap();
-    assert!(state.contains("42 events written"), "{state}");
-    assert!(!state.contains(TOKEN));
+    // The ping is in the journal (the snapshot follows later).
+    let journal = std::fs::read_to_string(journal(&files.state_file())).unwrap();
+    assert!(journal.contains("42 events written"), "{journal}");
+    assert!(!journal.contains(TOKEN));
 
     // Exit status 3: failed at once. HEAD and exit status 0: success again.
     clock.advance(Duration::from_secs(60));
@@ -394,7 +400,7 @@ async fn refused_requests_change_nothing() {
 }
 
 #[tokio::test]
-async fn unwritable_state_file_answers_500_and_is_counted() {
+async fn unwritable_state_file_answers_503_and_is_counted() {
     let files = Files::new();
     // Tests run as root, which ignores permissions: a path below a regular file cannot be
     // written by anyone.
@@ -408,14 +414,28 @@ async fn unwritable_state_file_answers_500_and_is_counted() {
     let before = exporter.metrics().await;
     let errors = before.get("glitchtip_exporter_state_write_errors_total", &[]);
     assert_eq!(errors, 1.0, "the start-up write failed too");
+    assert_eq!(before.get("glitchtip_exporter_state_write_ok", &[]), 0.0);
+    assert_eq!(
+        before.get("glitchtip_exporter_state_load_ok", &[]),
+        1.0,
+        "nothing to load is no load error"
+    );
 
     clock.advance(Duration::from_secs(5));
     let r = exporter.get(&q("/heartbeat/worker")).await;
-    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.headers["retry-after"], "1");
     let m = exporter.metrics().await;
     assert_eq!(
         m.get("glitchtip_exporter_state_write_errors_total", &[]),
         2.0
+    );
+    assert_eq!(
+        m.get(
+            "glitchtip_heartbeat_unsaved_pings_total",
+            &[("heartbeat", "worker"), ("reason", "write_failed")]
+        ),
+        1.0
     );
     assert!(!m.has(
         "glitchtip_heartbeat_last_seen_timestamp_seconds",
@@ -429,6 +449,12 @@ async fn unwritable_state_file_answers_500_and_is_counted() {
         0.0
     );
     assert_eq!(m.get("glitchtip_heartbeat_age_seconds", &hb("worker")), 5.0);
+    assert_eq!(m.get("glitchtip_heartbeat_unknown", &hb("worker")), 0.0);
+    // Past the saved deadline the ping that came in time makes it unknown, not missed.
+    clock.advance(Duration::from_secs(420));
+    let m = exporter.metrics().await;
+    assert_eq!(m.get("glitchtip_heartbeat_up", &hb("worker")), 0.0);
+    assert_eq!(m.get("glitchtip_heartbeat_unknown", &hb("worker")), 1.0);
     exporter.stop().await;
 }
 
@@ -688,8 +714,10 @@ async fn binary_moves_a_corrupt_state_file_aside_and_starts_fresh() {
         "{\"version\": 1, \"heartbeats\": {\"worker\""
     );
     let stderr = exporter.wait_log("corrupt").await;
-    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(stderr.contains("ERROR"), "{stderr}");
     assert!(stderr.contains("moved it aside"), "{stderr}");
+    assert_eq!(m.get("glitchtip_exporter_state_load_ok", &[]), 0.0);
+    assert_eq!(m.get("glitchtip_exporter_state_write_ok", &[]), 1.0);
     // The new file is valid: a ping is saved and the exporter restarts cleanly on it.
     let r = helpers::request(exporter.addr, "GET", &q("/heartbeat/worker"), &[]).await;
     assert_eq!(r.status, 200);

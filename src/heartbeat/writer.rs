@@ -1,0 +1,153 @@
+//! The write queue between the ping handlers and the writer thread.
+//!
+//! A handler puts its ping in the queue and awaits the answer; the one writer thread takes
+//! everything waiting at once, writes one journal line per heartbeat (several pings of one
+//! heartbeat fold into its newest state) and fsyncs once for the lot (group commit), then
+//! answers each ping. So the cost of a ping does not grow with the number of heartbeats,
+//! and a flood on one heartbeat costs the others one line per write.
+//!
+//! The queue is bounded per heartbeat ([`MAX_WAITING_PER_HEARTBEAT`]) and in all
+//! ([`MAX_WAITING`]): a ping that finds no room is answered 503 at once, so that a flooded
+//! heartbeat cannot fill the queue for the others, and a client that gave up leaves at most
+//! its slot behind (the ping is still saved; nobody waits for the answer).
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::{PingKind, lock};
+
+/// Most pings of one heartbeat waiting to be written.
+pub const MAX_WAITING_PER_HEARTBEAT: usize = 32;
+/// Most pings waiting to be written, all heartbeats together.
+pub const MAX_WAITING: usize = 4096;
+
+/// What became of a ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Saved {
+    /// In the journal, fsynced.
+    Yes,
+    /// A reload removed the heartbeat meanwhile.
+    Gone,
+    /// The write failed; nothing changed.
+    Failed,
+}
+
+/// A ping waiting to be written.
+pub(super) struct Ping {
+    pub kind: PingKind,
+    /// When it arrived (Unix milliseconds).
+    pub at_ms: i64,
+    pub message: Option<String>,
+    pub reply: oneshot::Sender<Saved>,
+}
+
+/// Everything the writer takes in one go.
+#[derive(Default)]
+pub(super) struct Batch {
+    /// By heartbeat, in arrival order.
+    pub pings: HashMap<String, Vec<Ping>>,
+    /// A reload changed the set of heartbeats: write a snapshot.
+    pub compact: bool,
+    /// Told once that snapshot is written (or failed).
+    pub compacted: Vec<oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    batch: Batch,
+    total: usize,
+    stopped: bool,
+    /// Tests hold the writer to fill the queue.
+    paused: bool,
+    /// Most pings of one heartbeat seen waiting at once.
+    peak: usize,
+}
+
+/// The queue; see the module docs.
+#[derive(Default)]
+pub(super) struct Queue {
+    // std Mutex: nothing async happens while held.
+    waiting: Mutex<Waiting>,
+    wake: Condvar,
+}
+
+/// No room in the queue (or the writer is gone).
+#[derive(Debug)]
+pub(super) struct Full;
+
+impl Queue {
+    /// Queues the ping `make` builds (under the lock, so that arrival times follow the
+    /// queue's order).
+    pub fn push(&self, name: &str, make: impl FnOnce() -> Ping) -> Result<(), Full> {
+        let mut w = lock(&self.waiting);
+        if w.stopped || w.total >= MAX_WAITING {
+            return Err(Full);
+        }
+        let pings = match w.batch.pings.get_mut(name) {
+            Some(pings) => pings,
+            None => w.batch.pings.entry(name.to_owned()).or_default(),
+        };
+        if pings.len() >= MAX_WAITING_PER_HEARTBEAT {
+            return Err(Full);
+        }
+        pings.push(make());
+        let len = pings.len();
+        w.total += 1;
+        w.peak = w.peak.max(len);
+        drop(w);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Asks the writer for a snapshot; `done` is told once it is written (or failed).
+    pub fn compact(&self, done: Option<oneshot::Sender<()>>) {
+        let mut w = lock(&self.waiting);
+        w.batch.compact = true;
+        w.batch.compacted.extend(done);
+        drop(w);
+        self.wake.notify_one();
+    }
+
+    /// Ends the writer; waiting pings are dropped (their handlers answer 503).
+    pub fn stop(&self) {
+        let mut w = lock(&self.waiting);
+        w.stopped = true;
+        w.batch = Batch::default();
+        w.total = 0;
+        drop(w);
+        self.wake.notify_one();
+    }
+
+    /// Waits for work; `None` once stopped.
+    pub fn next(&self) -> Option<Batch> {
+        let mut w = lock(&self.waiting);
+        loop {
+            if w.stopped {
+                return None;
+            }
+            if !w.paused && (w.total > 0 || w.batch.compact) {
+                w.total = 0;
+                return Some(std::mem::take(&mut w.batch));
+            }
+            w = self.wake.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Holds (`true`) or lets go (`false`) the writer.
+    pub fn pause(&self, paused: bool) {
+        lock(&self.waiting).paused = paused;
+        self.wake.notify_one();
+    }
+
+    /// Pings waiting, all heartbeats together.
+    pub fn waiting(&self) -> usize {
+        lock(&self.waiting).total
+    }
+
+    /// Most pings of one heartbeat seen waiting at once, since the start.
+    pub fn peak(&self) -> usize {
+        lock(&self.waiting).peak
+    }
+}
