@@ -380,17 +380,11 @@ impl Shared {
             }
         };
         let journal = store::journal_path(&self.state_file);
-        match store::load_journal(&journal, now) {
-            Loaded::Found(entries) => {
-                for (name, state) in entries {
-                    states.insert(name, state);
-                }
-            }
-            Loaded::Missing => {}
-            Loaded::Bad { problem, moved_to } => {
-                ok = false;
-                self.bad_file(&journal, &problem, moved_to);
-            }
+        let (entries, loaded) = store::load_journal(&journal, now);
+        states.extend(entries);
+        if let Loaded::Bad { problem, moved_to } = loaded {
+            ok = false;
+            self.bad_file(&journal, &problem, moved_to);
         }
         if ok {
             tracing::info!(path = %self.state_file.display(), heartbeats = states.len(), "heartbeat state loaded");

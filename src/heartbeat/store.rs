@@ -154,14 +154,18 @@ struct EntryRef<'a> {
     state: &'a HeartbeatState,
 }
 
+/// The lines of a journal, in order.
+pub type Entries = Vec<(String, HeartbeatState)>;
+
 /// Reads the journal: its lines in order. A line cut short (the last one without its
 /// newline, or one that ends early) is a write a crash interrupted, never answered 2xx,
-/// and is dropped; any other bad line makes the whole journal bad.
-pub fn load_journal(path: &Path, now: SystemTime) -> Loaded<Vec<(String, HeartbeatState)>> {
+/// and is dropped. Any other bad line makes the journal bad: it is moved aside, and the
+/// lines before it (answered pings) are still returned, beside the problem.
+pub fn load_journal(path: &Path, now: SystemTime) -> (Entries, Loaded<()>) {
     let bytes = match read(path) {
         Ok(Some(bytes)) => bytes,
-        Ok(None) => return Loaded::Missing,
-        Err(e) => return bad(path, now, Problem::Unreadable(e)),
+        Ok(None) => return (Vec::new(), Loaded::Missing),
+        Err(e) => return (Vec::new(), bad(path, now, Problem::Unreadable(e))),
     };
     let mut entries = Vec::new();
     let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -175,20 +179,18 @@ pub fn load_journal(path: &Path, now: SystemTime) -> Loaded<Vec<(String, Heartbe
             Err(e) if e.is_eof() => {}
             Err(e) => {
                 let problem = Problem::Corrupt(format!("line {}: {e}", number + 1));
-                return bad(path, now, problem);
+                return (entries, bad(path, now, problem));
             }
         }
     }
-    Loaded::Found(entries)
+    (entries, Loaded::Found(()))
 }
 
-/// The whole file, `None` when there is none. A symbolic link is not followed.
+/// The whole file, `None` when there is none. (A state file that is a symbolic link, to
+/// a persistent volume say, is read through it; it is only ever replaced, never written
+/// through.)
 fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path);
-    let mut file = match file {
+    let mut file = match File::open(path) {
         Ok(file) => file,
         // A path below something that is not a folder holds no file either.
         Err(e)
@@ -506,22 +508,17 @@ mod tests {
             .unwrap();
         f.write_all(b"{\"name\":\"worker\",\"sta").unwrap();
         drop(f);
-        match load_journal(&journal_path(&path), SystemTime::now()) {
-            Loaded::Found(entries) => {
-                assert_eq!(entries.len(), 3);
-                assert_eq!(entries[1], ("worker".to_owned(), state.clone()));
-            }
-            other => panic!("{other:?}"),
-        }
+        let (entries, loaded) = load_journal(&journal_path(&path), SystemTime::now());
+        assert!(matches!(loaded, Loaded::Found(())), "{loaded:?}");
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[1], ("worker".to_owned(), state.clone()));
         // The next write starts on a line of its own, so nothing is glued to the torn one.
         let mut journal = Journal::open(&path).unwrap();
         state.last_success_ms = Some(1_800_000_180_000);
         journal.append([("worker", &state)]).unwrap();
-        match load_journal(&journal_path(&path), SystemTime::now()) {
-            Loaded::Bad { problem, .. } => panic!("{problem}"),
-            Loaded::Found(entries) => assert_eq!(entries.last().unwrap().1, state),
-            Loaded::Missing => panic!("missing"),
-        }
+        let (entries, loaded) = load_journal(&journal_path(&path), SystemTime::now());
+        assert!(matches!(loaded, Loaded::Found(())), "{loaded:?}");
+        assert_eq!(entries.last().unwrap().1, state);
         journal.clear().unwrap();
         assert_eq!(fs::read(journal_path(&path)).unwrap(), b"");
     }
@@ -535,7 +532,13 @@ mod tests {
             "{\"name\":\"w\",\"state\":{\"first_configured_ms\":1}}\nnot json\n{}\n",
         )
         .unwrap();
-        match load_journal(&path, UNIX_EPOCH) {
+        let (entries, loaded) = load_journal(&path, UNIX_EPOCH);
+        assert_eq!(
+            entries.len(),
+            1,
+            "the answered ping before the bad line is kept"
+        );
+        match loaded {
             Loaded::Bad {
                 problem: Problem::Corrupt(e),
                 moved_to,
