@@ -1,6 +1,7 @@
 //! Per-ping cost of heartbeat pings with many heartbeats: how long `record` takes (a ping
-//! answered 2xx is durable when it returns), one ping at a time and with concurrent
-//! senders. The state goes to a temporary folder on the disk of `--dir`.
+//! answered 2xx is durable when it returns), one ping at a time, with concurrent senders,
+//! and for one heartbeat while another is flooded. The state goes to a temporary folder on
+//! the disk of `--dir`.
 //!
 //! ```text
 //! cargo run --example heartbeat_ping -- --heartbeats 1000 --pings 2000 --concurrency 32
@@ -9,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -115,6 +117,48 @@ async fn main() -> anyhow::Result<()> {
         &format!("concurrency-{}", cli.concurrency),
         took,
         start.elapsed(),
+    );
+
+    // A flood on one heartbeat (the concurrent senders, without pause) while another one
+    // pings one at a time: how long the other one's pings take, and how many of the flood's
+    // are refused (503) rather than queued.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (saved, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let flooders: Vec<_> = (0..cli.concurrency)
+        .map(|_| {
+            let (heartbeats, stop) = (heartbeats.clone(), stop.clone());
+            let (saved, refused) = (saved.clone(), refused.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let counter = match heartbeats.record(&name(0), PingKind::Success, None).await {
+                        Ok(()) => &saved,
+                        Err(_) => &refused,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut took = Vec::new();
+    for _ in 0..cli.pings / 10 {
+        let t = Instant::now();
+        heartbeats
+            .record(&name(1), PingKind::Success, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        took.push(t.elapsed());
+    }
+    let wall = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for flooder in flooders {
+        flooder.await?;
+    }
+    summary("other-heartbeat-during-flood", took, wall);
+    println!(
+        "run=flood saved={} refused={}",
+        saved.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed)
     );
     Ok(())
 }
