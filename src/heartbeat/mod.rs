@@ -366,28 +366,33 @@ impl Shared {
     /// Reads the snapshot and the journal; sets the load gauge.
     fn load(&self) -> States {
         let now = self.clock.now();
-        let mut ok = true;
-        let mut states = match store::load(&self.state_file, now) {
-            Loaded::Found(states) => states,
-            Loaded::Missing => {
-                tracing::info!(path = %self.state_file.display(), "no heartbeat state file yet: starting fresh");
-                States::new()
-            }
-            Loaded::Bad { problem, moved_to } => {
-                ok = false;
-                self.bad_file(&self.state_file, &problem, moved_to);
-                States::new()
-            }
+        let (mut states, snapshot) = match store::load(&self.state_file, now) {
+            Loaded::Found(states) => (states, Loaded::Found(())),
+            Loaded::Missing => (States::new(), Loaded::Missing),
+            Loaded::Bad { problem, moved_to } => (States::new(), Loaded::Bad { problem, moved_to }),
         };
         let journal = store::journal_path(&self.state_file);
-        let (entries, loaded) = store::load_journal(&journal, now);
+        let (entries, journal_loaded) = store::load_journal(&journal, now);
+        let lines = entries.len();
+        let found = matches!(snapshot, Loaded::Found(())) || lines > 0;
         states.extend(entries);
-        if let Loaded::Bad { problem, moved_to } = loaded {
-            ok = false;
-            self.bad_file(&journal, &problem, moved_to);
+        let mut ok = true;
+        for (path, loaded) in [(&self.state_file, snapshot), (&journal, journal_loaded)] {
+            if let Loaded::Bad { problem, moved_to } = loaded {
+                ok = false;
+                self.bad_file(path, &problem, moved_to);
+            }
         }
-        if ok {
-            tracing::info!(path = %self.state_file.display(), heartbeats = states.len(), "heartbeat state loaded");
+        let path = self.state_file.display().to_string();
+        if ok && !found {
+            tracing::info!(path, "no heartbeat state file yet: starting fresh");
+        } else if ok {
+            tracing::info!(
+                path,
+                heartbeats = states.len(),
+                journal_lines = lines,
+                "heartbeat state loaded"
+            );
         }
         self.metrics.load_ok(ok);
         states
