@@ -168,7 +168,14 @@ impl Heartbeats {
         let writer = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("heartbeat-writer".to_owned())
-            .spawn(move || writer.run_writer());
+            .spawn(move || {
+                // A bug must not leave pings waiting forever: they are answered 503.
+                let run = std::panic::AssertUnwindSafe(|| writer.run_writer());
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("the heartbeat writer thread failed: pings are answered 503");
+                    writer.queue.stop();
+                }
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the heartbeat writer thread: pings are answered 503");
             shared.queue.stop();
