@@ -11,7 +11,7 @@
 //! - [`schedule`]: interval or cron schedule in a time zone.
 //! - [`store`]: the state files: a snapshot and a journal, fsynced before a ping is
 //!   answered.
-//! - [`writer`]: the bounded write queue and the writer thread's group commit.
+//! - [`writer`]: the bounded write queue and the writer thread (group commit, snapshots).
 //! - [`metrics`]: the heartbeat series, computed at scrape time.
 //! - [`mod@routes`]: the HTTP endpoints ([`routes()`] builds them).
 //!
@@ -133,13 +133,6 @@ struct Storage {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// Journal lines (at least) after which the writer folds the journal into a snapshot: at
-/// least this many, and at least 4 per heartbeat, so that a snapshot (whose cost grows
-/// with the number of heartbeats) is written once per that many pings.
-const COMPACT_LINES: usize = 1024;
-/// Journal bytes after which the writer folds it into a snapshot.
-const COMPACT_BYTES: u64 = 4 << 20;
 
 impl Heartbeats {
     /// The heartbeats of `config`, with the state kept in its state file. Reads the files
@@ -427,143 +420,6 @@ impl Shared {
                 );
             }
         }
-    }
-
-    /// The writer thread: saves what the queue holds until the queue is stopped.
-    fn run_writer(&self) {
-        while let Some(batch) = self.queue.next() {
-            if !batch.pings.is_empty() {
-                self.save_batch(batch.pings);
-            }
-            let due = {
-                let heartbeats = lock(&self.inner).states.len();
-                let storage = lock(&self.storage);
-                storage.journal.as_ref().is_some_and(|j| {
-                    let (lines, bytes) = j.size();
-                    lines >= COMPACT_LINES.max(heartbeats.saturating_mul(4))
-                        || bytes >= COMPACT_BYTES
-                })
-            };
-            if batch.compact || due {
-                self.compact();
-            }
-            for done in batch.compacted {
-                let _ = done.send(());
-            }
-        }
-    }
-
-    /// Writes one batch: one journal line per heartbeat, one fsync; then applies it and
-    /// answers every ping.
-    fn save_batch(&self, batch: std::collections::HashMap<String, Vec<writer::Ping>>) {
-        let mut pending = Vec::with_capacity(batch.len());
-        {
-            let inner = lock(&self.inner);
-            for (name, mut pings) in batch {
-                let Some(saved) = inner.states.get(&name) else {
-                    for ping in pings {
-                        let _ = ping.reply.send(writer::Saved::Gone);
-                    }
-                    continue;
-                };
-                let mut state = saved.clone();
-                for ping in &mut pings {
-                    apply_ping(&mut state, ping.kind, ping.at_ms, ping.message.take());
-                }
-                pending.push((name, state, pings));
-            }
-        }
-        if pending.is_empty() {
-            return;
-        }
-        let written = self.write(|journal| {
-            journal.append(
-                pending
-                    .iter()
-                    .map(|(name, state, _)| (name.as_str(), state)),
-            )
-        });
-        let mut inner = lock(&self.inner);
-        for (name, state, pings) in pending {
-            let answer = match (&written, inner.states.get_mut(&name)) {
-                (_, None) => writer::Saved::Gone,
-                (Ok(()), Some(saved)) => {
-                    *saved = state;
-                    if pings.iter().any(|p| p.kind == PingKind::Success) {
-                        inner.unsaved.remove(&name);
-                    }
-                    for ping in &pings {
-                        self.metrics.ping(&name, ping.kind.as_str());
-                    }
-                    tracing::debug!(
-                        heartbeat = name,
-                        pings = pings.len(),
-                        "heartbeat pings saved"
-                    );
-                    writer::Saved::Yes
-                }
-                (Err(_), Some(_)) => {
-                    if let Some(at) = pings
-                        .iter()
-                        .filter(|p| p.kind == PingKind::Success)
-                        .map(|p| p.at_ms)
-                        .max()
-                    {
-                        let newest = inner.unsaved.entry(name.clone()).or_insert(at);
-                        *newest = (*newest).max(at);
-                    }
-                    for _ in &pings {
-                        self.metrics.unsaved(&name, metrics::Unsaved::WriteFailed);
-                    }
-                    writer::Saved::Failed
-                }
-            };
-            for ping in pings {
-                let _ = ping.reply.send(answer);
-            }
-        }
-    }
-
-    /// Folds everything into a new snapshot and empties the journal.
-    fn compact(&self) {
-        let snapshot = lock(&self.inner).states.clone();
-        let path = self.state_file.clone();
-        let _ = self.write(move |journal| {
-            store::write(&path, &snapshot)?;
-            journal.clear()
-        });
-    }
-
-    /// Runs `step` on the open journal (opened first when needed); counts, logs and sets
-    /// the write gauge.
-    fn write(&self, step: impl FnOnce(&mut Journal) -> std::io::Result<()>) -> std::io::Result<()> {
-        let mut storage = lock(&self.storage);
-        let result = if storage.keep_as_is {
-            Err(std::io::Error::other(
-                "a state file that could not be used is kept as it is",
-            ))
-        } else {
-            let journal = match storage.journal.take() {
-                Some(journal) => Ok(journal),
-                None => Journal::open(&self.state_file),
-            };
-            journal.and_then(|mut journal| {
-                let result = step(&mut journal);
-                storage.journal = Some(journal);
-                result
-            })
-        };
-        drop(storage);
-        self.metrics.write_ok(result.is_ok());
-        if let Err(e) = &result {
-            self.metrics.write_error();
-            tracing::error!(
-                path = %self.state_file.display(),
-                error = %e,
-                "cannot write the heartbeat state: pings are answered 503 and not saved"
-            );
-        }
-        result
     }
 }
 
