@@ -9,7 +9,9 @@
 //!
 //! - [`config`]: `[heartbeats.<name>]`, raw and validated.
 //! - [`schedule`]: interval or cron schedule in a time zone.
-//! - [`store`]: the state file, written atomically before a ping is answered.
+//! - [`store`]: the state files: a snapshot and a journal, fsynced before a ping is
+//!   answered.
+//! - [`writer`]: the bounded write queue and the writer thread (group commit, snapshots).
 //! - [`metrics`]: the heartbeat series, computed at scrape time.
 //! - [`mod@routes`]: the HTTP endpoints ([`routes()`] builds them).
 //!
@@ -20,9 +22,10 @@ pub mod metrics;
 pub mod routes;
 pub mod schedule;
 pub mod store;
+pub mod writer;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -31,7 +34,7 @@ use crate::config::Config;
 pub use config::{HeartbeatSpec, RawHeartbeat};
 use metrics::{HeartbeatMetrics, View};
 pub use routes::routes;
-use store::{HeartbeatState, Loaded, States, from_millis, millis};
+use store::{HeartbeatState, Journal, Loaded, States, from_millis, millis};
 
 /// Most bytes of a ping's body read; a longer body is answered 413 and changes nothing.
 pub const MAX_BODY_BYTES: usize = 10 * 1024;
@@ -80,35 +83,51 @@ pub enum PingError {
     /// Occurs when a reload removed the heartbeat while the ping was being handled.
     #[error("the heartbeat is no longer configured")]
     Gone,
-    /// Occurs when the state file could not be written; nothing changed.
-    #[error("cannot write the state file {path}: {source}")]
-    Write {
-        /// The state file.
-        path: PathBuf,
-        /// What the file system said.
-        source: std::io::Error,
-    },
+    /// Occurs when the heartbeat already has [`writer::MAX_WAITING_PER_HEARTBEAT`] pings
+    /// waiting to be written (or all heartbeats [`writer::MAX_WAITING`]); nothing changed.
+    #[error("too many pings are waiting to be written")]
+    Busy,
+    /// Occurs when the state could not be written; nothing changed.
+    #[error("the state file cannot be written")]
+    NotSaved,
 }
 
-/// Every heartbeat: specs, state, and the series.
+/// Every heartbeat: specs, state, and the series. Dropping it ends its writer thread.
 pub struct Heartbeats {
+    shared: Arc<Shared>,
+}
+
+/// What the handlers and the writer thread share.
+struct Shared {
     clock: Arc<dyn Clock>,
     state_file: PathBuf,
     // std Mutex: nothing async happens while held.
     inner: Mutex<Inner>,
-    /// Serializes writers of the state file. A ping holds it from taking its snapshot until
-    /// its write is done and applied, so that no two writes interleave and the file never
-    /// goes back in time. tokio Mutex: held across the write.
-    writer: tokio::sync::Mutex<()>,
+    queue: writer::Queue,
+    /// The files; only the writer thread (and start-up, before it takes pings) uses them.
+    storage: Mutex<Storage>,
     metrics: HeartbeatMetrics,
 }
 
 struct Inner {
     specs: BTreeMap<String, HeartbeatSpec>,
+    /// What is saved: the states on disk.
     states: States,
+    /// The newest success ping of a heartbeat that could not be saved (Unix milliseconds):
+    /// pings arrive, so the heartbeat is not known to be late. Memory only.
+    unsaved: BTreeMap<String, i64>,
     /// Whether the state file has been read; it is not touched at all while no heartbeat
     /// is configured.
     loaded: bool,
+}
+
+#[derive(Default)]
+struct Storage {
+    /// `None` until opened (or while it cannot be).
+    journal: Option<Journal>,
+    /// A bad state file that could not be moved aside: it is kept as it is, never
+    /// overwritten, so nothing is written.
+    keep_as_is: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,52 +135,184 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Heartbeats {
-    /// The heartbeats of `config`, with the state kept in its state file. Reads the file
-    /// and, when heartbeats were added or removed since, writes it back at once (blocking:
-    /// this runs before the server accepts anything), so that a heartbeat's first-configured
-    /// time survives a restart even before its first ping.
+    /// The heartbeats of `config`, with the state kept in its state file. Reads the files
+    /// and writes a snapshot at once (blocking: this runs before the server accepts
+    /// anything), so that a heartbeat's first-configured time survives a restart even
+    /// before its first ping. Starts the writer thread.
     pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Arc<Self> {
-        let this = Arc::new(Self {
+        let shared = Arc::new(Shared {
             clock,
             state_file: config.state_file.clone(),
             inner: Mutex::new(Inner {
                 specs: BTreeMap::new(),
                 states: States::new(),
+                unsaved: BTreeMap::new(),
                 loaded: false,
             }),
-            writer: tokio::sync::Mutex::new(()),
+            queue: writer::Queue::default(),
+            storage: Mutex::new(Storage::default()),
             metrics: HeartbeatMetrics::new(),
         });
-        if this.update_specs(config) {
-            let snapshot = lock(&this.inner).states.clone();
-            let _ = this.finish_write(store::write(&this.state_file, &snapshot), None);
+        shared.update_specs(config);
+        if !config.heartbeats.is_empty() {
+            // Also folds in what the journal held, cut lines dropped.
+            shared.compact();
         }
-        this
+        let writer = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("heartbeat-writer".to_owned())
+            .spawn(move || {
+                // A bug must not leave pings waiting forever: they are answered 503.
+                let run = std::panic::AssertUnwindSafe(|| writer.run_writer());
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("the heartbeat writer thread failed: pings are answered 503");
+                    writer.queue.stop();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the heartbeat writer thread: pings are answered 503");
+            shared.queue.stop();
+        }
+        Arc::new(Self { shared })
     }
 
     /// Takes the heartbeats of a reloaded config: removed ones lose their state and series,
     /// added ones start now, the others keep everything (first-configured time included).
-    /// The state file is rewritten in the background when the set changed.
-    pub fn apply(self: &Arc<Self>, config: &Config) {
-        if config.state_file != self.state_file {
+    /// The writer writes a snapshot when the set changed.
+    pub fn apply(&self, config: &Config) {
+        if config.state_file != self.shared.state_file {
             tracing::warn!("server.state_file takes effect only after a restart");
         }
-        if !self.update_specs(config) {
-            return;
-        }
-        let this = self.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move { this.persist().await });
-            }
-            Err(_) => {
-                let snapshot = lock(&this.inner).states.clone();
-                let _ = this.finish_write(store::write(&this.state_file, &snapshot), None);
-            }
+        if self.shared.update_specs(config) {
+            self.shared.queue.compact(None);
         }
     }
 
-    /// Replaces the specs; answers whether the set of names changed (so the file must be
+    /// Has the writer fold the journal into a new snapshot, and waits until it did (or
+    /// failed, or the writer is gone).
+    pub async fn compact(&self) {
+        let (done, compacted) = tokio::sync::oneshot::channel();
+        self.shared.queue.compact(Some(done));
+        let _ = compacted.await;
+    }
+
+    /// Checks a request's tokens against heartbeat `name`; counts unknown and rejected
+    /// requests.
+    pub fn authenticate(&self, name: &str, tokens: &[&[u8]]) -> Auth {
+        let inner = lock(&self.shared.inner);
+        let Some(spec) = inner.specs.get(name) else {
+            drop(inner);
+            self.unknown_request();
+            return Auth::Unknown;
+        };
+        // Every candidate is compared, so the time does not tell which one matched.
+        let ok = tokens
+            .iter()
+            .fold(false, |ok, t| spec.token.matches(t) | ok);
+        drop(inner);
+        if ok {
+            Auth::Accepted
+        } else {
+            self.shared.metrics.ping(name, "rejected");
+            tracing::debug!(
+                heartbeat = name,
+                "heartbeat ping rejected: wrong or missing token"
+            );
+            Auth::Rejected
+        }
+    }
+
+    /// Counts a request for an unknown heartbeat or action.
+    pub fn unknown_request(&self) {
+        self.shared.metrics.unknown();
+        tracing::debug!("heartbeat request for an unknown name or action");
+    }
+
+    /// Saves a ping of an authenticated request: its journal line is fsynced before this
+    /// returns `Ok`, so that a ping answered 2xx survives a crash. The ping is saved even if
+    /// the request goes away meanwhile.
+    pub async fn record(
+        &self,
+        name: &str,
+        kind: PingKind,
+        message: Option<String>,
+    ) -> Result<(), PingError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let clock = &self.shared.clock;
+        let queued = self.shared.queue.push(name, || writer::Ping {
+            kind,
+            at_ms: millis(clock.now()),
+            message,
+            reply,
+        });
+        if queued.is_err() {
+            self.shared
+                .metrics
+                .unsaved(name, metrics::Unsaved::QueueFull);
+            tracing::debug!(
+                heartbeat = name,
+                "heartbeat ping answered 503: too many pings waiting to be written"
+            );
+            return Err(PingError::Busy);
+        }
+        match answer.await {
+            Ok(writer::Saved::Yes) => Ok(()),
+            Ok(writer::Saved::Gone) => Err(PingError::Gone),
+            Ok(writer::Saved::Failed) | Err(_) => Err(PingError::NotSaved),
+        }
+    }
+
+    /// Most pings of one heartbeat that were waiting to be written at once, since the
+    /// start (bounded by [`writer::MAX_WAITING_PER_HEARTBEAT`]).
+    pub fn queue_peak(&self) -> usize {
+        self.shared.queue.peak()
+    }
+
+    /// Pings waiting to be written now, all heartbeats together.
+    pub fn queue_len(&self) -> usize {
+        self.shared.queue.waiting()
+    }
+
+    /// For tests: holds the writer (pings wait in the queue, or get 503 once it is full)
+    /// until the guard is dropped.
+    #[doc(hidden)]
+    pub fn hold_writes(self: &Arc<Self>) -> WritesHeld {
+        self.shared.queue.pause(true);
+        WritesHeld(self.clone())
+    }
+
+    /// The heartbeat series as of `now`, in the text exposition format.
+    pub fn render(&self, now: SystemTime) -> Vec<u8> {
+        // Held while rendering, so that a reload cannot remove a heartbeat between
+        // computing its view and setting its series.
+        let inner = lock(&self.shared.inner);
+        self.shared.metrics.render(&evaluate_all(&inner, now))
+    }
+
+    /// Every heartbeat as of `now`, sorted by name (for the landing page).
+    pub fn views(&self, now: SystemTime) -> Vec<View> {
+        evaluate_all(&lock(&self.shared.inner), now)
+    }
+}
+
+/// Holds the writer while it lives; see [`Heartbeats::hold_writes`].
+#[doc(hidden)]
+pub struct WritesHeld(Arc<Heartbeats>);
+
+impl Drop for WritesHeld {
+    fn drop(&mut self) {
+        self.0.shared.queue.pause(false);
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.shared.queue.stop();
+    }
+}
+
+impl Shared {
+    /// Replaces the specs; answers whether the set of names changed (so a snapshot must be
     /// written).
     fn update_specs(&self, config: &Config) -> bool {
         let now = millis(self.clock.now());
@@ -176,12 +327,18 @@ impl Heartbeats {
             .map(|h| (h.name.clone(), h.clone()))
             .collect();
         let mut changed = false;
-        let Inner { specs, states, .. } = &mut *inner;
+        let Inner {
+            specs,
+            states,
+            unsaved,
+            ..
+        } = &mut *inner;
         states.retain(|name, _| {
             let keep = wanted.contains_key(name);
             changed |= !keep;
             keep
         });
+        unsaved.retain(|name, _| wanted.contains_key(name));
         for name in specs.keys() {
             if !wanted.contains_key(name) {
                 self.metrics.remove(name);
@@ -206,186 +363,76 @@ impl Heartbeats {
         changed
     }
 
+    /// Reads the snapshot and the journal; sets the load gauge.
     fn load(&self) -> States {
+        let now = self.clock.now();
+        let (mut states, snapshot) = match store::load(&self.state_file, now) {
+            Loaded::Found(states) => (states, Loaded::Found(())),
+            Loaded::Missing => (States::new(), Loaded::Missing),
+            Loaded::Bad { problem, moved_to } => (States::new(), Loaded::Bad { problem, moved_to }),
+        };
+        let journal = store::journal_path(&self.state_file);
+        let (entries, journal_loaded) = store::load_journal(&journal, now);
+        let lines = entries.len();
+        let found = matches!(snapshot, Loaded::Found(())) || lines > 0;
+        states.extend(entries);
+        let mut ok = true;
+        for (path, loaded) in [(&self.state_file, snapshot), (&journal, journal_loaded)] {
+            if let Loaded::Bad { problem, moved_to } = loaded {
+                ok = false;
+                self.bad_file(path, &problem, moved_to);
+            }
+        }
         let path = self.state_file.display().to_string();
-        match store::load(&self.state_file, self.clock.now()) {
-            Loaded::Found(states) => {
-                tracing::info!(path, heartbeats = states.len(), "heartbeat state loaded");
-                states
-            }
-            Loaded::Missing => {
-                tracing::info!(path, "no heartbeat state file yet: starting fresh");
-                States::new()
-            }
-            Loaded::Unreadable(e) => {
-                tracing::error!(path, error = %e, "cannot read the heartbeat state file: starting fresh");
-                States::new()
-            }
-            Loaded::Corrupt { error, moved_to } => {
-                match moved_to {
-                    Ok(aside) => tracing::warn!(
-                        path,
-                        error,
-                        moved_to = %aside.display(),
-                        "the heartbeat state file is corrupt: moved it aside and starting fresh"
-                    ),
-                    Err(e) => tracing::warn!(
-                        path,
-                        error,
-                        rename_error = %e,
-                        "the heartbeat state file is corrupt and could not be moved aside: starting fresh"
-                    ),
-                }
-                States::new()
-            }
-        }
-    }
-
-    /// Checks a request's tokens against heartbeat `name`; counts unknown and rejected
-    /// requests.
-    pub fn authenticate(&self, name: &str, tokens: &[&[u8]]) -> Auth {
-        let inner = lock(&self.inner);
-        let Some(spec) = inner.specs.get(name) else {
-            drop(inner);
-            self.unknown_request();
-            return Auth::Unknown;
-        };
-        // Every candidate is compared, so the time does not tell which one matched.
-        let ok = tokens
-            .iter()
-            .fold(false, |ok, t| spec.token.matches(t) | ok);
-        drop(inner);
-        if ok {
-            Auth::Accepted
-        } else {
-            self.metrics.ping(name, "rejected");
-            tracing::debug!(
-                heartbeat = name,
-                "heartbeat ping rejected: wrong or missing token"
+        if ok && !found {
+            tracing::info!(path, "no heartbeat state file yet: starting fresh");
+        } else if ok {
+            tracing::info!(
+                path,
+                heartbeats = states.len(),
+                journal_lines = lines,
+                "heartbeat state loaded"
             );
-            Auth::Rejected
         }
+        self.metrics.load_ok(ok);
+        states
     }
 
-    /// Counts a request for an unknown heartbeat or action.
-    pub fn unknown_request(&self) {
-        self.metrics.unknown();
-        tracing::debug!("heartbeat request for an unknown name or action");
-    }
-
-    /// Saves a ping of an authenticated request: the state file is written before this
-    /// returns `Ok`, so that a ping answered 2xx survives a crash. Runs to completion even
-    /// if the request goes away.
-    pub async fn record(
-        self: &Arc<Self>,
-        name: &str,
-        kind: PingKind,
-        message: Option<String>,
-    ) -> Result<(), PingError> {
-        let this = self.clone();
-        let name = name.to_owned();
-        match tokio::spawn(async move { this.record_inner(&name, kind, message).await }).await {
-            Ok(result) => result,
-            Err(join) => Err(PingError::Write {
-                path: self.state_file.clone(),
-                source: std::io::Error::other(join),
-            }),
-        }
-    }
-
-    async fn record_inner(
-        &self,
-        name: &str,
-        kind: PingKind,
-        message: Option<String>,
-    ) -> Result<(), PingError> {
-        let _writer = self.writer.lock().await;
-        let now = millis(self.clock.now());
-        let snapshot = {
-            let inner = lock(&self.inner);
-            let mut states = inner.states.clone();
-            let state = states.get_mut(name).ok_or(PingError::Gone)?;
-            apply_ping(state, kind, now, message.clone());
-            states
-        };
-        let path = self.state_file.clone();
-        let written = tokio::task::spawn_blocking(move || store::write(&path, &snapshot))
-            .await
-            .unwrap_or_else(|join| Err(std::io::Error::other(join)));
-        if let Err(e) = self.finish_write(written, Some(name)) {
-            return Err(PingError::Write {
-                path: self.state_file.clone(),
-                source: e,
-            });
-        }
-        // Nothing else changed this heartbeat meanwhile (writers are serialized), so doing
-        // the same step again gives exactly what was written.
-        let mut inner = lock(&self.inner);
-        if let Some(state) = inner.states.get_mut(name) {
-            apply_ping(state, kind, now, message);
-            drop(inner);
-            self.metrics.ping(name, kind.as_str());
-            tracing::debug!(heartbeat = name, kind = kind.as_str(), "heartbeat ping");
-        }
-        Ok(())
-    }
-
-    /// Writes the current state (after a reload changed the set of heartbeats).
-    async fn persist(&self) {
-        let _writer = self.writer.lock().await;
-        let snapshot = lock(&self.inner).states.clone();
-        let path = self.state_file.clone();
-        let written = tokio::task::spawn_blocking(move || store::write(&path, &snapshot))
-            .await
-            .unwrap_or_else(|join| Err(std::io::Error::other(join)));
-        let _ = self.finish_write(written, None);
-    }
-
-    /// Logs and counts a failed write.
-    fn finish_write(
-        &self,
-        written: std::io::Result<()>,
-        heartbeat: Option<&str>,
-    ) -> std::io::Result<()> {
-        if let Err(e) = &written {
-            self.metrics.write_error();
-            let path = self.state_file.display().to_string();
-            match heartbeat {
-                Some(heartbeat) => tracing::error!(
+    /// Logs a state file that could not be used; one that could not be moved aside is kept
+    /// as it is (nothing is written while it is there).
+    fn bad_file(&self, path: &Path, problem: &store::Problem, moved_to: std::io::Result<PathBuf>) {
+        let path = path.display().to_string();
+        match moved_to {
+            Ok(aside) => tracing::error!(
+                path,
+                problem = %problem,
+                moved_to = %aside.display(),
+                "the heartbeat state file cannot be used: moved it aside and starting fresh"
+            ),
+            Err(e) => {
+                lock(&self.storage).keep_as_is = true;
+                tracing::error!(
                     path,
-                    heartbeat,
-                    error = %e,
-                    "cannot write the heartbeat state file: the ping was answered 500 and not saved"
-                ),
-                None => tracing::error!(path, error = %e, "cannot write the heartbeat state file"),
+                    problem = %problem,
+                    rename_error = %e,
+                    "the heartbeat state file cannot be used and could not be moved aside: \
+                     keeping it as it is, starting fresh, and saving nothing (pings are answered 503)"
+                );
             }
         }
-        written
     }
+}
 
-    /// The heartbeat series as of `now`, in the text exposition format.
-    pub fn render(&self, now: SystemTime) -> Vec<u8> {
-        // Held while rendering, so that a reload cannot remove a heartbeat between
-        // computing its view and setting its series.
-        let inner = lock(&self.inner);
-        self.metrics.render(&Self::evaluate_all(&inner, now))
-    }
-
-    /// Every heartbeat as of `now`, sorted by name (for the landing page).
-    pub fn views(&self, now: SystemTime) -> Vec<View> {
-        Self::evaluate_all(&lock(&self.inner), now)
-    }
-
-    fn evaluate_all(inner: &Inner, now: SystemTime) -> Vec<View> {
-        inner
-            .specs
-            .values()
-            .filter_map(|spec| {
-                let state = inner.states.get(&spec.name)?;
-                Some(evaluate(spec, state, now))
-            })
-            .collect()
-    }
+fn evaluate_all(inner: &Inner, now: SystemTime) -> Vec<View> {
+    inner
+        .specs
+        .values()
+        .filter_map(|spec| {
+            let state = inner.states.get(&spec.name)?;
+            let unsaved = inner.unsaved.get(&spec.name).copied();
+            Some(assess(spec, state, unsaved, now))
+        })
+        .collect()
 }
 
 /// What a ping does to a heartbeat's state at `now` (Unix milliseconds).
@@ -410,14 +457,43 @@ pub fn apply_ping(state: &mut HeartbeatState, kind: PingKind, now: i64, message:
     }
 }
 
+/// The latest time shown (series and landing page): 9999-12-31T23:59:59Z, the last second
+/// RFC 3339 can write. A deadline further away is shown as this.
+pub const LATEST_SHOWN: f64 = 253_402_300_799.0;
+
+fn shown(t: SystemTime) -> f64 {
+    unix_seconds(t).min(LATEST_SHOWN)
+}
+
 /// A heartbeat as the metrics show it at `now`.
 pub fn evaluate(spec: &HeartbeatSpec, state: &HeartbeatState, now: SystemTime) -> View {
-    let base = from_millis(state.last_success_ms.unwrap_or(state.first_configured_ms));
-    let deadline = spec
-        .expect
+    assess(spec, state, None, now)
+}
+
+/// When a heartbeat whose last success (or first configured time) was at `base` counts as
+/// missed; `None` when never (or past what a `SystemTime` holds).
+fn deadline_after(spec: &HeartbeatSpec, base: SystemTime) -> Option<SystemTime> {
+    spec.expect
         .next_due(base)
-        .and_then(|due| due.checked_add(spec.grace));
+        .and_then(|due| due.checked_add(spec.grace))
+}
+
+/// [`evaluate`], knowing the newest success ping that could not be saved (`unsaved`, Unix
+/// milliseconds): a heartbeat late by what is saved but not by that ping is `unknown`.
+fn assess(
+    spec: &HeartbeatSpec,
+    state: &HeartbeatState,
+    unsaved: Option<i64>,
+    now: SystemTime,
+) -> View {
+    let base = from_millis(state.last_success_ms.unwrap_or(state.first_configured_ms));
+    let deadline = deadline_after(spec, base);
     let missed = deadline.is_some_and(|d| now > d);
+    let unknown = missed
+        && unsaved
+            .map(from_millis)
+            .filter(|&u| u > base)
+            .is_some_and(|u| deadline_after(spec, u).is_none_or(|d| now <= d));
     let start_overdue = state
         .started_ms
         .map(from_millis)
@@ -426,11 +502,10 @@ pub fn evaluate(spec: &HeartbeatSpec, state: &HeartbeatState, now: SystemTime) -
     View {
         name: spec.name.clone(),
         up: !missed && !state.failed && !start_overdue,
+        unknown,
         age_seconds: now.duration_since(base).map_or(0.0, |d| d.as_secs_f64()),
-        last_seen: state
-            .last_success_ms
-            .map(|ms| unix_seconds(from_millis(ms))),
-        deadline: deadline.map(unix_seconds),
+        last_seen: state.last_success_ms.map(|ms| shown(from_millis(ms))),
+        deadline: deadline.map(shown),
         last_duration: state.last_duration_ms.map(|ms| ms as f64 / 1000.0),
     }
 }

@@ -137,12 +137,23 @@ async fn ping(
     match heartbeats.record(name, kind, message(&body)).await {
         Ok(()) => "OK\n".into_response(),
         Err(PingError::Gone) => not_found(),
-        Err(PingError::Write { .. }) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the ping could not be saved: the state file cannot be written (see the exporter's log)\n",
-        )
-            .into_response(),
+        Err(PingError::Busy) => unavailable(
+            "the ping was not saved: too many pings of this heartbeat are waiting to be written; retry\n",
+        ),
+        Err(PingError::NotSaved) => unavailable(
+            "the ping was not saved: the state file cannot be written (see the exporter's log); retry\n",
+        ),
     }
+}
+
+/// 503 with `Retry-After: 1`: the ping was not saved, and a retry may well be.
+fn unavailable(text: &'static str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        text,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

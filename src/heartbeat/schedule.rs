@@ -6,7 +6,7 @@
 //! time zone (`chrono-tz`), so that "every day at 05:00 Europe/Berlin" follows daylight
 //! saving time as GlitchTip's own scheduler does.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -61,9 +61,21 @@ impl CronSchedule {
         Ok(schedule)
     }
 
-    /// The first time of the schedule strictly after `t`.
+    /// The first time of the schedule strictly after `t`; `None` also when `t` is beyond
+    /// what a calendar date holds (chrono's `From<SystemTime>` would panic there).
     pub fn next_after(&self, t: SystemTime) -> Option<SystemTime> {
-        let local = DateTime::<Utc>::from(t).with_timezone(&self.tz);
+        let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => (i64::try_from(d.as_secs()).ok()?, d.subsec_nanos()),
+            Err(e) => {
+                let d = e.duration();
+                let secs = i64::try_from(d.as_secs()).ok()?;
+                match d.subsec_nanos() {
+                    0 => (secs.checked_neg()?, 0),
+                    n => (secs.checked_neg()?.checked_sub(1)?, 1_000_000_000 - n),
+                }
+            }
+        };
+        let local = DateTime::<Utc>::from_timestamp(secs, nanos)?.with_timezone(&self.tz);
         self.cron
             .find_next_occurrence(&local, false)
             .ok()

@@ -240,6 +240,62 @@ fn messages_are_truncated_at_a_character_boundary() {
     assert!(kept.len() <= MAX_MESSAGE_BYTES);
 }
 
+#[test]
+fn a_success_ping_that_could_not_be_saved_makes_a_late_heartbeat_unknown() {
+    let spec = every_5m_grace_2m();
+    let state = fresh(T0);
+    // Late by what is saved (deadline T0 + 420), but a ping at T0 + 300 came and was lost.
+    let v = assess(&spec, &state, Some(ms(T0 + 300)), at(T0 + 421));
+    assert!(!v.up);
+    assert!(v.unknown);
+    assert_eq!(v.state(), "unknown");
+    assert_eq!(v.deadline, Some((T0 + 420) as f64), "the saved deadline");
+    // Once that ping is late too, the heartbeat is missed: the worker stopped as well.
+    let v = assess(&spec, &state, Some(ms(T0 + 300)), at(T0 + 721));
+    assert!(!v.unknown);
+    assert_eq!(v.state(), "missed");
+    // On time: up, whatever was lost.
+    let v = assess(&spec, &state, Some(ms(T0 + 10)), at(T0 + 100));
+    assert_eq!((v.up, v.unknown, v.state()), (true, false, "up"));
+    // A lost ping older than the saved success says nothing.
+    let mut pinged = fresh(T0);
+    pinged.last_success_ms = Some(ms(T0 + 100));
+    let v = assess(&spec, &pinged, Some(ms(T0 + 50)), at(T0 + 521));
+    assert_eq!(v.state(), "missed");
+}
+
+/// Regression (issue #18): a deadline past year 9999 panicked the landing page, which
+/// formats it as RFC 3339.
+#[test]
+fn times_past_year_9999_are_shown_as_its_last_second() {
+    let late = 253_402_300_000_i64 * 1000; // 9999-12-31T23:46:40Z
+    let mut state = fresh(T0);
+    state.last_success_ms = Some(late);
+    let hourly = spec(Expect::Interval(Duration::from_secs(3600)), 120);
+    let v = evaluate(&hourly, &state, at(T0));
+    assert_eq!(v.deadline, Some(LATEST_SHOWN));
+    assert_eq!(v.last_seen, Some(253_402_300_000.0));
+    assert!(v.up);
+    let shown = UNIX_EPOCH + Duration::from_secs_f64(LATEST_SHOWN);
+    assert_eq!(
+        humantime::format_rfc3339_seconds(shown).to_string(),
+        "9999-12-31T23:59:59Z"
+    );
+    // Far beyond any calendar: no deadline, no panic (chrono's conversion would panic).
+    let cron = spec(
+        Expect::Cron(Box::new(CronSchedule::parse("*/5 * * * *", "UTC").unwrap())),
+        30,
+    );
+    for extreme in [i64::MAX, i64::MIN, late] {
+        state.last_success_ms = Some(extreme);
+        let v = evaluate(&cron, &state, at(T0));
+        assert!(v.last_seen.is_some_and(|t| t <= LATEST_SHOWN));
+        assert!(v.deadline.is_none_or(|t| t <= LATEST_SHOWN));
+        let v = evaluate(&hourly, &state, at(T0));
+        assert!(v.deadline.is_none_or(|t| t <= LATEST_SHOWN));
+    }
+}
+
 // ---- the store, through restarts and reloads ---------------------------------------------
 
 struct Fixture {
@@ -523,8 +579,13 @@ async fn saved_pings_survive_a_restart_exactly() {
         sample(&before, "glitchtip_heartbeat_up{heartbeat=\"beat\"}"),
         Some(0.0)
     );
-    let file = std::fs::read_to_string(f.state_file()).unwrap();
-    assert!(file.contains("\"last_message\": \"ok\""), "{file}");
+    let journal = std::fs::read_to_string(store::journal_path(&f.state_file())).unwrap();
+    assert!(journal.contains("\"last_message\":\"ok\""), "{journal}");
+    assert_eq!(
+        journal.lines().count(),
+        3,
+        "one line per saved ping: {journal}"
+    );
     drop(hb);
 
     let again = f.start(&config);
@@ -536,7 +597,11 @@ async fn saved_pings_survive_a_restart_exactly() {
             .collect()
     };
     assert_eq!(gauges(&before), gauges(&after));
-    assert_eq!(std::fs::read_to_string(f.state_file()).unwrap(), file);
+    // The restart folded the journal into the snapshot.
+    let file = std::fs::read_to_string(f.state_file()).unwrap();
+    assert!(file.contains("\"last_message\": \"ok\""), "{file}");
+    let journal = std::fs::read_to_string(store::journal_path(&f.state_file())).unwrap();
+    assert_eq!(journal, "");
 }
 
 #[tokio::test]
@@ -559,8 +624,8 @@ async fn reload_drops_removed_heartbeats_and_keeps_the_others() {
         Some(20.0),
         "worker keeps its first-configured time"
     );
-    // The file follows (written in the background; one more write waits for it).
-    hb.persist().await;
+    // The file follows (written in the background: wait for one more snapshot).
+    hb.compact().await;
     assert!(
         !std::fs::read_to_string(f.state_file())
             .unwrap()
@@ -604,7 +669,7 @@ async fn unwritable_state_file_fails_the_ping_and_changes_nothing() {
         .record("worker", PingKind::Success, None)
         .await
         .unwrap_err();
-    assert!(matches!(err, PingError::Write { .. }), "{err}");
+    assert!(matches!(err, PingError::NotSaved), "{err}");
     f.clock.advance(Duration::from_secs(0));
     let after = f.render(&hb);
     assert_eq!(

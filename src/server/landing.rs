@@ -103,10 +103,11 @@ pub fn render(exporter: &Exporter) -> String {
              <th>last success</th><th>deadline</th></tr>",
         );
         for hb in &heartbeats {
-            let (class, state) = if hb.up {
-                ("up", "up")
-            } else {
-                ("down", "missed")
+            let state = hb.state();
+            let class = match state {
+                "up" => "up",
+                "unknown" => "pending",
+                _ => "down",
             };
             let at = |t: Option<f64>| {
                 t.and_then(|s| Duration::try_from_secs_f64(s).ok())
