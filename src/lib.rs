@@ -19,7 +19,7 @@
 //! - [`exporter`]: the running exporter — config, state, scheduler tasks, scrape-mode
 //!   single-flight, `/probe`, reload.
 //! - [`server`]: the HTTP endpoints and [`server::run`], which takes a bound listener and
-//!   a shutdown future.
+//!   a shutdown future; [`server::listener`], the accept loop and its limits on clients.
 //! - [`heartbeat`]: worker heartbeats: the `/heartbeat/{name}` endpoints, their state file
 //!   (kept across restarts) and the age of the last ping.
 //! - [`canary`]: the ingest canary (`[targets.<name>.canary]`): an event sent through the

@@ -49,11 +49,14 @@ pub enum Reason {
     /// The server broke the HTTP protocol (malformed answer, connection closed early, too
     /// many redirects).
     Http,
+    /// The exporter itself could not open a socket (out of file descriptors): its own
+    /// failure, not the target's.
+    ExporterResources,
 }
 
 impl Reason {
     /// Every reason, in the order of the README's table.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::None,
         Reason::Dns,
         Reason::Connect,
@@ -64,6 +67,7 @@ impl Reason {
         Reason::Json,
         Reason::BodyTooLarge,
         Reason::Http,
+        Reason::ExporterResources,
     ];
 
     /// The label value.
@@ -79,6 +83,7 @@ impl Reason {
             Reason::Json => "json",
             Reason::BodyTooLarge => "body_too_large",
             Reason::Http => "http",
+            Reason::ExporterResources => "exporter_resources",
         }
     }
 }

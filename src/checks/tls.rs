@@ -46,11 +46,13 @@ pub enum TlsReason {
     Connect,
     /// The deadline passed before the handshake finished.
     Timeout,
+    /// The exporter could not open a socket (out of file descriptors): its own failure.
+    ExporterResources,
 }
 
 impl TlsReason {
     /// Every reason, in precedence order.
-    pub const ALL: [TlsReason; 10] = [
+    pub const ALL: [TlsReason; 11] = [
         TlsReason::None,
         TlsReason::Expired,
         TlsReason::NotYetValid,
@@ -61,6 +63,7 @@ impl TlsReason {
         TlsReason::Dns,
         TlsReason::Connect,
         TlsReason::Timeout,
+        TlsReason::ExporterResources,
     ];
 
     /// The label value.
@@ -76,6 +79,7 @@ impl TlsReason {
             TlsReason::Dns => "dns",
             TlsReason::Connect => "connect",
             TlsReason::Timeout => "timeout",
+            TlsReason::ExporterResources => "exporter_resources",
         }
     }
 
@@ -85,6 +89,7 @@ impl TlsReason {
             Reason::Dns => TlsReason::Dns,
             Reason::Connect => TlsReason::Connect,
             Reason::Timeout => TlsReason::Timeout,
+            Reason::ExporterResources => TlsReason::ExporterResources,
             _ => TlsReason::Handshake,
         }
     }
@@ -267,7 +272,8 @@ mod tests {
                 "handshake",
                 "dns",
                 "connect",
-                "timeout"
+                "timeout",
+                "exporter_resources"
             ]
         );
     }

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use url::Url;
 
 pub use super::connect::AbortOnDrop;
-use super::connect::{Io, proxy_tunnel, resolve, tcp_connect};
+use super::connect::{Io, is_out_of_resources, proxy_tunnel, resolve, tcp_connect};
 use crate::checks::{Failure, Phase, ProbeEnv, Reason, Trace};
 
 /// The `User-Agent` of every request unless a check sets its own.
@@ -123,9 +123,14 @@ pub async fn dial(
         .await
         .map_err(|e| Failure::new(Reason::Dns, e))?;
     trace.enter(Phase::Connect);
-    tcp_connect(&addrs)
-        .await
-        .map_err(|e| Failure::new(Reason::Connect, e.to_string()))
+    tcp_connect(&addrs).await.map_err(|e| {
+        let reason = if is_out_of_resources(&e) {
+            Reason::ExporterResources
+        } else {
+            Reason::Connect
+        };
+        Failure::new(reason, e.to_string())
+    })
 }
 
 /// Asks the HTTP proxy on `stream` for a tunnel to `authority` (`host:port`); a refusal is

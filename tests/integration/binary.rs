@@ -42,7 +42,19 @@ const PROXY_VARS: [&str; 5] = [
 /// The binary with a cleared environment, run from the package root, so that neither the
 /// caller's `GLITCHTIP_EXPORTER*` variables nor its working directory leak in.
 fn command() -> Command {
-    let mut cmd = Command::new(BIN);
+    wrapped(&[])
+}
+
+/// [`command`] run through `wrapper`, e.g. `prlimit --nofile=64:64 --`.
+pub(crate) fn wrapped(wrapper: &[&str]) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(BIN);
+            cmd
+        }
+        None => Command::new(BIN),
+    };
     cmd.env_clear()
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
@@ -67,9 +79,9 @@ async fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
 
 /// A running exporter process. Dropping it kills the process, so that a failed assertion
 /// leaves nothing behind.
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
@@ -112,7 +124,15 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
 impl Running {
     /// Starts the binary with `args` and `envs`, and waits for its `listening` line.
     async fn start(args: &[&str], envs: &[(&str, String)]) -> Running {
-        let mut cmd = command();
+        Running::start_with(command(), args, envs).await
+    }
+
+    /// Starts `cmd` (the binary, maybe [`wrapped`]) with `args` and `envs`.
+    pub(crate) async fn start_with(
+        mut cmd: Command,
+        args: &[&str],
+        envs: &[(&str, String)],
+    ) -> Running {
         cmd.args(args);
         for (k, v) in envs {
             cmd.env(k, v);
@@ -147,18 +167,22 @@ impl Running {
         running
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
-    async fn metrics(&self) -> Samples {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
+    pub(crate) async fn metrics(&self) -> Samples {
         let r = request(self.addr, "GET", "/metrics", &[]).await;
         assert_eq!(r.status, 200, "{}", r.body);
         Samples::parse(&r.body)
     }
 
     /// Polls /metrics until `done` holds; panics after [`PATIENCE`].
-    async fn wait_for(&self, what: &str, done: impl Fn(&Samples) -> bool) -> Samples {
+    pub(crate) async fn wait_for(&self, what: &str, done: impl Fn(&Samples) -> bool) -> Samples {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let samples = self.metrics().await;
@@ -176,7 +200,7 @@ impl Running {
 
     /// Sends SIGTERM and waits for the exit; returns the status and everything the process
     /// wrote to stdout and stderr.
-    async fn terminate(mut self) -> (ExitStatus, String, String) {
+    pub(crate) async fn terminate(mut self) -> (ExitStatus, String, String) {
         let pid = self.child.id().expect("still running").to_string();
         let kill = std::process::Command::new("kill")
             .args(["-TERM", &pid])

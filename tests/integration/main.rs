@@ -16,4 +16,5 @@ mod queue;
 mod reload;
 mod scenarios;
 mod scrape_mode;
+mod server_abuse;
 mod tls;
