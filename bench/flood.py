@@ -76,8 +76,9 @@ def still_open(socks):
     open_count = 0
     for s in socks:
         try:
-            r, _, _ = select.select([s], [], [], 0)
-            if not r:
+            poller = select.poll()
+            poller.register(s, select.POLLIN)
+            if not poller.poll(0):
                 open_count += 1
             elif s.recv(1, socket.MSG_PEEK) != b"":
                 open_count += 1
@@ -129,7 +130,7 @@ def main():
     work = tempfile.mkdtemp(prefix="flood-")
     log = open(os.path.join(work, "exporter.log"), "w")
     proc = subprocess.Popen(
-        [args.binary, "--listen", f"127.0.0.1:{port}", "--target", f"http://127.0.0.1:{refused}"],
+        [os.path.abspath(args.binary), "--listen", f"127.0.0.1:{port}", "--target", f"http://127.0.0.1:{refused}"],
         stdout=log, stderr=subprocess.STDOUT, cwd=work, env={"PATH": "/usr/bin:/bin"},
     )
     try:
