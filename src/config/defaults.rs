@@ -32,9 +32,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// `server.max_header_bytes`: the request line and headers of every endpoint here fit in a
 /// fraction of this (a heartbeat's message is its body, which is read apart).
 pub const MAX_HEADER_BYTES: u64 = 8 * 1024;
-/// `server.max_concurrent_probes`: each `/probe` runs a target's checks at once (4 outbound
-/// connections with the default checks).
-pub const MAX_CONCURRENT_PROBES: u64 = 16;
+/// `server.max_concurrent_probes`: each `/probe` runs a target's checks at once (4 or 5
+/// outbound connections with the default checks). 64 of them, at most 320 sockets, fit with
+/// the inbound cap (a quarter) even under an open-file limit of 1024 that cannot be raised.
+pub const MAX_CONCURRENT_PROBES: u64 = 64;
 /// `server.max_connections` when not set: this fraction of the open-file limit, so that
 /// at least three quarters of the descriptors stay for probes, the queue reader and files.
 pub const CONNECTIONS_SHARE_OF_FD_LIMIT: u64 = 4;

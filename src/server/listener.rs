@@ -76,9 +76,19 @@ pub async fn serve(
     limits: ServerLimits,
     stop: impl Future<Output = ()>,
 ) {
+    let fd_limit = fd_limit();
     let max_connections = limits
         .max_connections
-        .unwrap_or_else(|| default_max_connections(fd_limit().unwrap_or(1024)));
+        .unwrap_or_else(|| default_max_connections(fd_limit.unwrap_or(1024)));
+    if let Some(fd_limit) =
+        fd_limit.filter(|l| (max_connections + RESERVE_CONNECTIONS) as u64 > l / 2)
+    {
+        tracing::warn!(
+            max_connections,
+            fd_limit,
+            "server.max_connections lets clients take over half of the open-file limit: probes may find no socket"
+        );
+    }
     tracing::info!(
         max_connections,
         reserve = RESERVE_CONNECTIONS,
