@@ -70,7 +70,7 @@ pub struct Config {
 pub struct ServerLimits {
     /// `header_read_timeout`: deadline for a complete request head, counted from the
     /// connection's start or the end of the previous answer (so also the keep-alive idle
-    /// deadline).
+    /// deadline); also the longest a request body may stall.
     pub header_read_timeout: Duration,
     /// `max_connections`: open client connections beyond which only the reserve is
     /// served; `None` derives it from the open-file limit at start-up.

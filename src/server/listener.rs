@@ -22,20 +22,23 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerLimits;
@@ -100,6 +103,7 @@ pub async fn serve(
     let general = Pool {
         builder: builder(&limits, limits.header_read_timeout, true),
         app,
+        body_timeout: limits.header_read_timeout,
     };
     let reserve = Pool {
         builder: builder(
@@ -108,6 +112,7 @@ pub async fn serve(
             false,
         ),
         app: reserve_app,
+        body_timeout: limits.header_read_timeout,
     };
     let slots = Arc::new(Semaphore::new(max_connections));
     let reserve_slots = Arc::new(Semaphore::new(RESERVE_CONNECTIONS));
@@ -192,6 +197,8 @@ pub async fn serve(
 struct Pool {
     builder: http1::Builder,
     app: Router,
+    /// See [`DeadlineBody`].
+    body_timeout: Duration,
 }
 
 impl Pool {
@@ -206,6 +213,7 @@ impl Pool {
         let service = TrackedService {
             inner: TowerToHyperService::new(self.app.clone()),
             tracked: tracked.clone(),
+            body_timeout: self.body_timeout,
         };
         let connection =
             graceful.watch(self.builder.serve_connection(TokioIo::new(stream), service));
@@ -236,20 +244,72 @@ struct Tracked {
 /// The router, noting in [`Tracked::served`] that a request arrived.
 #[derive(Clone)]
 struct TrackedService {
-    inner: TowerToHyperService<Router>,
+    inner: Inner,
     tracked: Arc<Tracked>,
+    /// See [`DeadlineBody`].
+    body_timeout: Duration,
 }
 
+type Inner = TowerToHyperService<Router>;
+
 impl hyper::service::Service<Request<Incoming>> for TrackedService {
-    type Response =
-        <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Response;
-    type Error = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Error;
-    type Future =
-        <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Future;
+    type Response = <Inner as hyper::service::Service<Request<DeadlineBody>>>::Response;
+    type Error = <Inner as hyper::service::Service<Request<DeadlineBody>>>::Error;
+    type Future = <Inner as hyper::service::Service<Request<DeadlineBody>>>::Future;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.tracked.served.store(true, Ordering::Relaxed);
-        self.inner.call(request)
+        let within = self.body_timeout;
+        self.inner.call(request.map(|body| DeadlineBody {
+            inner: body,
+            within,
+            deadline: None,
+        }))
+    }
+}
+
+/// A request body that must arrive within `within` of the handler starting to read it:
+/// the header deadline's counterpart for a client that sends its head, announces a body
+/// and then stalls (a heartbeat ping), which would otherwise hold its connection forever.
+struct DeadlineBody {
+    inner: Incoming,
+    within: Duration,
+    /// Started at the first read that has to wait; a body already there costs no timer.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let within = this.within;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request body not received within server.header_read_timeout",
+            )
+            .into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -97,6 +97,33 @@ async fn a_head_trickled_a_byte_at_a_time_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_body_that_never_arrives_is_cut_off_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken").unwrap();
+    let toml = format!(
+        "[server]\nheader_read_timeout = \"200ms\"\nstate_file = \"{}\"\n\n[heartbeats.worker]\ninterval = \"5m\"\ntoken = {{ file = \"{}\" }}\n",
+        dir.path().join("state.json").display(),
+        token.display()
+    );
+    let exporter = start(&toml, deps().0).await;
+    let mut client = TcpStream::connect(exporter.addr).await.unwrap();
+    // A ping that announces a body and never sends it.
+    client
+        .write_all(b"POST /heartbeat/worker?token=t0ken HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut client).await;
+    assert_eq!(status_line(&answer), "HTTP/1.1 400 Bad Request");
+    assert!(
+        String::from_utf8_lossy(&answer).ends_with("cannot read the request body\n"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    exporter.stop().await;
+}
+
+#[tokio::test]
 async fn a_head_over_max_header_bytes_is_answered_431_and_closed() {
     let (exporter, _stub) = exporter("max_header_bytes = 1024").await;
     let mut client = TcpStream::connect(exporter.addr).await.unwrap();
