@@ -186,6 +186,8 @@ cat >"$W/ours.toml" <<EOF
 listen = "127.0.0.1:$OURS_PORT"
 # No probes of its own: only the /probe requests run probes.
 mode = "scrape"
+# Every concurrent request of the load generator is a probe (the default bound is 64).
+max_concurrent_probes = 1024
 [defaults]
 timeout = "5s"
 [targets.http]

@@ -22,7 +22,7 @@
 //! - [`coalesce`]: single flight with a generation counter, so that reload requests share
 //!   runs and each still sees a load started after it asked.
 //! - [`server`]: the HTTP endpoints and [`server::run`], which takes a bound listener and
-//!   a shutdown future.
+//!   a shutdown future; [`server::listener`], the accept loop and its limits on clients.
 //! - [`heartbeat`]: worker heartbeats: the `/heartbeat/{name}` endpoints, their state file
 //!   (kept across restarts) and the age of the last ping.
 //! - [`canary`]: the ingest canary (`[targets.<name>.canary]`): an event sent through the

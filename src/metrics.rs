@@ -825,7 +825,7 @@ impl Family {
             ProbeFailureReason => (
                 "glitchtip_probe_failure_reason",
                 "gauge",
-                "Constant 1; the reason label says why the last probe failed (none when it succeeded): none, dns, connect, tls, timeout, status, keyword, json, body_too_large, http, proxy.",
+                "Constant 1; the reason label says why the last probe failed (none when it succeeded): none, dns, connect, tls, timeout, status, keyword, json, body_too_large, http, proxy, exporter_resources.",
             ),
             ProbeLastRun => (
                 "glitchtip_probe_last_run_timestamp_seconds",
@@ -865,7 +865,7 @@ impl Family {
             TlsFailureReason => (
                 "glitchtip_tls_failure_reason",
                 "gauge",
-                "Constant 1; the reason label says why the TLS check failed (none when it succeeded): none, expired, not_yet_valid, hostname_mismatch, self_signed, unknown_issuer, bad_signature, unsupported_critical_extension, invalid_certificate, handshake, dns, connect, timeout, proxy.",
+                "Constant 1; the reason label says why the TLS check failed (none when it succeeded): none, expired, not_yet_valid, hostname_mismatch, self_signed, unknown_issuer, bad_signature, unsupported_critical_extension, invalid_certificate, handshake, dns, connect, timeout, proxy, exporter_resources.",
             ),
             TlsVersionInfo => (
                 "glitchtip_tls_version_info",

@@ -52,11 +52,14 @@ pub enum Reason {
     /// The configured HTTP proxy failed: unreachable, refused the tunnel, or asked for
     /// credentials (407).
     Proxy,
+    /// The exporter itself could not open a socket (out of file descriptors): its own
+    /// failure, not the target's.
+    ExporterResources,
 }
 
 impl Reason {
     /// Every reason, in the order of the README's table.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::None,
         Reason::Dns,
         Reason::Connect,
@@ -68,6 +71,7 @@ impl Reason {
         Reason::BodyTooLarge,
         Reason::Http,
         Reason::Proxy,
+        Reason::ExporterResources,
     ];
 
     /// The label value.
@@ -84,6 +88,7 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::Http => "http",
             Reason::Proxy => "proxy",
+            Reason::ExporterResources => "exporter_resources",
         }
     }
 }

@@ -62,11 +62,13 @@ pub enum TlsReason {
     Timeout,
     /// The configured HTTP proxy failed (unreachable, tunnel refused, 407).
     Proxy,
+    /// The exporter could not open a socket (out of file descriptors): its own failure.
+    ExporterResources,
 }
 
 impl TlsReason {
     /// Every reason, in precedence order.
-    pub const ALL: [TlsReason; 14] = [
+    pub const ALL: [TlsReason; 15] = [
         TlsReason::None,
         TlsReason::Expired,
         TlsReason::NotYetValid,
@@ -81,6 +83,7 @@ impl TlsReason {
         TlsReason::Connect,
         TlsReason::Timeout,
         TlsReason::Proxy,
+        TlsReason::ExporterResources,
     ];
 
     /// The label value.
@@ -100,6 +103,7 @@ impl TlsReason {
             TlsReason::Connect => "connect",
             TlsReason::Timeout => "timeout",
             TlsReason::Proxy => "proxy",
+            TlsReason::ExporterResources => "exporter_resources",
         }
     }
 
@@ -110,6 +114,7 @@ impl TlsReason {
             Reason::Connect => TlsReason::Connect,
             Reason::Timeout => TlsReason::Timeout,
             Reason::Proxy => TlsReason::Proxy,
+            Reason::ExporterResources => TlsReason::ExporterResources,
             _ => TlsReason::Handshake,
         }
     }
@@ -360,7 +365,8 @@ mod tests {
                 "dns",
                 "connect",
                 "timeout",
-                "proxy"
+                "proxy",
+                "exporter_resources"
             ]
         );
     }

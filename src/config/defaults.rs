@@ -74,6 +74,31 @@ pub const MAX_BODY_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
 pub const MAX_REDIRECTS_LIMIT: u32 = 20;
 /// `server.shutdown_timeout`.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// `server.header_read_timeout`: a client gets this long, from its connection's start or
+/// the end of the previous answer, to send a complete request head. Prometheus sends its
+/// request at once; a silent or trickling client is closed. Also the keep-alive idle
+/// deadline: hyper starts the same timer when it waits for the next request.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// `server.max_header_bytes`: the request line and headers of every endpoint here fit in a
+/// fraction of this (a heartbeat's message is its body, which is read apart).
+pub const MAX_HEADER_BYTES: u64 = 8 * 1024;
+/// `server.max_concurrent_probes`: each `/probe` runs a target's checks at once (4 or 5
+/// outbound connections with the default checks). 64 of them, at most 320 sockets, fit with
+/// the inbound cap (a quarter) even under an open-file limit of 1024 that cannot be raised.
+pub const MAX_CONCURRENT_PROBES: u64 = 64;
+/// `server.max_connections` when not set: this fraction of the open-file limit, so that
+/// at least three quarters of the descriptors stay for probes, the queue reader and files.
+pub const CONNECTIONS_SHARE_OF_FD_LIMIT: u64 = 4;
+/// `server.max_connections` when not set: never more than this, whatever the fd limit
+/// (each connection may hold up to `max_header_bytes` of buffer and a task).
+pub const MAX_CONNECTIONS_CEILING: u64 = 1024;
+/// Connections accepted beyond `server.max_connections`, which may only ask for
+/// `/metrics`, `/-/healthy` and `/-/ready`: a flood that fills the general pool does not
+/// blind Prometheus or the orchestrator's health checks.
+pub const RESERVE_CONNECTIONS: usize = 16;
+/// Header deadline of a reserve connection: a scraper sends its request at once, so a
+/// silent client gives its reserve slot back quickly.
+pub const RESERVE_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Seconds that Prometheus may take to scrape and then evaluate (15 s + 15 s with the
 /// shipped example config), for the 60 s budget warning.
 pub const SCRAPE_AND_EVALUATION: Duration = Duration::from_secs(30);

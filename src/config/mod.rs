@@ -66,6 +66,36 @@ pub struct Config {
     pub heartbeats: Vec<crate::heartbeat::HeartbeatSpec>,
     /// The file that keeps heartbeat state across restarts.
     pub state_file: PathBuf,
+    /// What one client may hold of the server: deadlines, sizes, connections, probes.
+    pub limits: ServerLimits,
+}
+
+/// The `[server]` bounds on what clients may hold (README, "Limits"). Changing them takes
+/// a restart, like `listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// `header_read_timeout`: deadline for a complete request head, counted from the
+    /// connection's start or the end of the previous answer (so also the keep-alive idle
+    /// deadline); also the longest a request body may stall.
+    pub header_read_timeout: Duration,
+    /// `max_connections`: open client connections beyond which only the reserve is
+    /// served; `None` derives it from the open-file limit at start-up.
+    pub max_connections: Option<usize>,
+    /// `max_header_bytes`: most bytes of a request line and headers; more is answered 431.
+    pub max_header_bytes: usize,
+    /// `max_concurrent_probes`: `/probe` requests running at once; more are answered 503.
+    pub max_concurrent_probes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: defaults::HEADER_READ_TIMEOUT,
+            max_connections: None,
+            max_header_bytes: defaults::MAX_HEADER_BYTES as usize,
+            max_concurrent_probes: defaults::MAX_CONCURRENT_PROBES as usize,
+        }
+    }
 }
 
 impl Config {
@@ -379,6 +409,7 @@ pub fn validate(
             format!("a file path such as {:?}", defaults::STATE_FILE),
         ));
     }
+    let limits = server_limits(&raw.server, ctx)?;
     Ok(Config {
         listen,
         mode,
@@ -386,6 +417,70 @@ pub fn validate(
         targets,
         heartbeats,
         state_file,
+        limits,
+    })
+}
+
+/// The `[server]` limits, each within a range that keeps the server both usable and
+/// bounded.
+fn server_limits(raw: &raw::RawServer, ctx: &Context<'_>) -> Result<ServerLimits, ConfigError> {
+    const HEADER_READ_TIMEOUT: std::ops::RangeInclusive<Duration> =
+        Duration::from_millis(100)..=Duration::from_secs(60);
+    let header_read_timeout = raw
+        .header_read_timeout
+        .unwrap_or(defaults::HEADER_READ_TIMEOUT);
+    if !HEADER_READ_TIMEOUT.contains(&header_read_timeout) {
+        return Err(ctx.invalid(
+            "server.header_read_timeout",
+            format!(
+                "a duration from 100ms to 1m, such as \"5s\", got {}",
+                humantime::format_duration(header_read_timeout)
+            ),
+        ));
+    }
+    let in_range = |key: &str, value: Option<u64>, default: u64, min: u64, max: u64, what: &str| {
+        let value = value.unwrap_or(default);
+        if (min..=max).contains(&value) {
+            Ok(value as usize)
+        } else {
+            Err(ctx.invalid(
+                &format!("server.{key}"),
+                format!("{what} from {min} to {max}, got {value}"),
+            ))
+        }
+    };
+    let max_connections = raw
+        .max_connections
+        .map(|n| {
+            in_range(
+                "max_connections",
+                Some(n),
+                n,
+                1,
+                1 << 20,
+                "a number of connections",
+            )
+        })
+        .transpose()?;
+    Ok(ServerLimits {
+        header_read_timeout,
+        max_connections,
+        max_header_bytes: in_range(
+            "max_header_bytes",
+            raw.max_header_bytes,
+            defaults::MAX_HEADER_BYTES,
+            1024,
+            64 * 1024,
+            "a size in bytes",
+        )?,
+        max_concurrent_probes: in_range(
+            "max_concurrent_probes",
+            raw.max_concurrent_probes,
+            defaults::MAX_CONCURRENT_PROBES,
+            1,
+            1024,
+            "a number of requests",
+        )?,
     })
 }
 

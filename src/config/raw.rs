@@ -41,6 +41,16 @@ pub struct RawServer {
     pub shutdown_timeout: Option<Duration>,
     /// File that keeps heartbeat state across restarts (relative: to the working directory).
     pub state_file: Option<PathBuf>,
+    /// Deadline for a complete request head, from the connection's start or the end of
+    /// the previous answer.
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+    /// Most open client connections (absent: derived from the open-file limit).
+    pub max_connections: Option<u64>,
+    /// Most bytes of a request head (request line and headers).
+    pub max_header_bytes: Option<u64>,
+    /// Most `/probe` requests answered at once.
+    pub max_concurrent_probes: Option<u64>,
 }
 
 /// Timing and size settings that `[defaults]`, a target and a check can each set; the most

@@ -101,7 +101,7 @@ impl TlsSeries {
             failure_reason: gauge(
                 r,
                 "glitchtip_tls_failure_reason",
-                "Constant 1; the reason label says why the TLS check failed (none when it succeeded): none, expired, not_yet_valid, hostname_mismatch, self_signed, unknown_issuer, bad_signature, unsupported_critical_extension, invalid_certificate, handshake, dns, connect, timeout, proxy.",
+                "Constant 1; the reason label says why the TLS check failed (none when it succeeded): none, expired, not_yet_valid, hostname_mismatch, self_signed, unknown_issuer, bad_signature, unsupported_critical_extension, invalid_certificate, handshake, dns, connect, timeout, proxy, exporter_resources.",
                 &["target", "reason"],
             ),
             version_info: gauge(
@@ -202,7 +202,7 @@ impl Oracle {
             failure_reason: gauge(
                 &r,
                 "glitchtip_probe_failure_reason",
-                "Constant 1; the reason label says why the last probe failed (none when it succeeded): none, dns, connect, tls, timeout, status, keyword, json, body_too_large, http, proxy.",
+                "Constant 1; the reason label says why the last probe failed (none when it succeeded): none, dns, connect, tls, timeout, status, keyword, json, body_too_large, http, proxy, exporter_resources.",
                 &["target", "check", "reason"],
             ),
             last_success: gauge(

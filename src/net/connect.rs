@@ -60,6 +60,16 @@ pub async fn tcp_connect(addrs: &[SocketAddr]) -> io::Result<TcpStream> {
     Err(last)
 }
 
+/// Whether a failed connect is the exporter's own doing: no socket could be opened
+/// (EMFILE, ENFILE: out of file descriptors; ENOBUFS, ENOMEM: out of kernel memory). The
+/// target was never tried, so this must not read as the target being unreachable.
+pub fn is_out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 /// An HTTP proxy: where it is, and the credentials it asks for, if any.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Proxy {
@@ -131,5 +141,26 @@ pub async fn proxy_tunnel(
             io::ErrorKind::InvalidData,
             "proxy answered CONNECT with no HTTP status line",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_descriptors_is_the_exporters_failure() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(
+                is_out_of_resources(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [libc::ECONNREFUSED, libc::ENETUNREACH, libc::ETIMEDOUT] {
+            assert!(
+                !is_out_of_resources(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
     }
 }

@@ -25,7 +25,7 @@ use url::Url;
 
 pub use super::connect::AbortOnDrop;
 pub use super::connect::Proxy;
-use super::connect::{Io, proxy_tunnel, resolve, tcp_connect};
+use super::connect::{Io, is_out_of_resources, proxy_tunnel, resolve, tcp_connect};
 use crate::checks::{Failure, Phase, ProbeEnv, Reason, Trace};
 
 /// The `User-Agent` of every request unless a check sets its own.
@@ -136,9 +136,14 @@ pub async fn dial(
         .await
         .map_err(|e| Failure::new(Reason::Dns, e))?;
     trace.enter(Phase::Connect);
-    tcp_connect(&addrs)
-        .await
-        .map_err(|e| Failure::new(Reason::Connect, e.to_string()))
+    tcp_connect(&addrs).await.map_err(|e| {
+        let reason = if is_out_of_resources(&e) {
+            Reason::ExporterResources
+        } else {
+            Reason::Connect
+        };
+        Failure::new(reason, e.to_string())
+    })
 }
 
 /// Connects to `host:port`, directly or through `proxy`: the `resolve` and `connect`

@@ -4,8 +4,10 @@
 //! [`run`] takes an already bound listener and any shutdown future, so that tests bind
 //! `127.0.0.1:0` and need no signals. Shutdown is two steps: stop accepting and stop the
 //! scheduler, then wait — at most `server.shutdown_timeout` — for both to finish.
+//! The accept loop and its bounds on clients live in [`listener`].
 
 mod landing;
+pub mod listener;
 pub mod web_config;
 
 use std::future::Future;
@@ -19,6 +21,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::config::Mode;
 use crate::config::defaults::SCRAPE_TIMEOUT_OFFSET;
@@ -39,19 +42,23 @@ pub async fn run(
     let deadline = exporter.config().shutdown_timeout;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(exporter.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let reserve_app = reserve_router(exporter.clone());
+    let limits = exporter.config().limits;
+    let server = tokio::spawn(listener::serve(
+        listener,
+        app,
+        reserve_app,
+        limits,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(());
     exporter.stop(deadline).await;
     match tokio::time::timeout(deadline, server).await {
-        Ok(Ok(result)) => result,
+        Ok(Ok(())) => Ok(()),
         Ok(Err(join)) => Err(std::io::Error::other(join)),
         Err(_) => {
             tracing::warn!("open requests did not finish within the shutdown timeout");
@@ -63,15 +70,39 @@ pub async fn run(
 /// The routes, for tests that want to drive them without a listener.
 pub fn router(exporter: Arc<Exporter>) -> Router {
     let heartbeats = crate::heartbeat::routes(exporter.heartbeats());
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/probe", get(probe))
+    let probes = Arc::new(Semaphore::new(
+        exporter.config().limits.max_concurrent_probes,
+    ));
+    scrape_routes()
+        .route(
+            "/probe",
+            get(move |state, query, headers| bounded_probe(probes, state, query, headers)),
+        )
         .route("/", get(landing))
-        .route("/-/healthy", get(|| async { "Healthy\n" }))
-        .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
         .with_state(exporter)
         .merge(heartbeats)
+}
+
+/// The routes of a reserve connection (see [`listener`]): what Prometheus and health
+/// checks ask for, nothing else.
+pub fn reserve_router(exporter: Arc<Exporter>) -> Router {
+    scrape_routes()
+        .fallback(|| async {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "connection limit reached (server.max_connections): only /metrics, /-/healthy and /-/ready are served\n",
+            )
+        })
+        .with_state(exporter)
+}
+
+/// The endpoints served even when the connection limit is reached.
+fn scrape_routes() -> Router<Arc<Exporter>> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "Healthy\n" }))
+        .route("/-/ready", get(ready))
 }
 
 /// The deadline Prometheus allows: `X-Prometheus-Scrape-Timeout-Seconds` minus a margin.
@@ -111,6 +142,24 @@ async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> R
 struct ProbeParams {
     target: Option<String>,
     check: Option<String>,
+}
+
+/// `/probe`, at most `server.max_concurrent_probes` at once: each one opens connections to
+/// a target, so an unbounded number of requests would open an unbounded number of sockets.
+async fn bounded_probe(
+    probes: Arc<Semaphore>,
+    state: State<Arc<Exporter>>,
+    query: Query<ProbeParams>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(_permit) = probes.try_acquire() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many concurrent probes (server.max_concurrent_probes): try again later\n",
+        )
+            .into_response();
+    };
+    probe(state, query, headers).await
 }
 
 async fn probe(

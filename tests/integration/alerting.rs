@@ -102,6 +102,7 @@ route_cases! {
     route_instance_unreachable_pages: ["severity=critical", "alertname=GlitchTipInstanceUnreachable", "target=prod"] => "glitchtip-pager";
     route_heartbeat_missed_pages: ["severity=critical", "alertname=GlitchTipHeartbeatMissed", "heartbeat=worker"] => "glitchtip-pager";
     route_exporter_down_pages: ["severity=critical", "alertname=GlitchTipExporterDown"] => "glitchtip-pager";
+    route_exporter_out_of_resources_pages: ["severity=critical", "alertname=GlitchTipExporterOutOfResources"] => "glitchtip-pager";
     route_flapping_to_chat: ["severity=warning", "alertname=GlitchTipCheckFlapping", "target=prod"] => "glitchtip-chat";
     route_scheduler_stalled_to_chat: ["severity=warning", "alertname=GlitchTipSchedulerStalled"] => "glitchtip-chat";
     route_certificate_30d_to_chat: ["severity=info", "tier=30d", "alertname=GlitchTipCertificateExpiresIn30Days"] => "glitchtip-chat";

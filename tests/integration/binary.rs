@@ -42,7 +42,19 @@ const PROXY_VARS: [&str; 5] = [
 /// The binary with a cleared environment, run from the package root, so that neither the
 /// caller's `GLITCHTIP_EXPORTER*` variables nor its working directory leak in.
 fn command() -> Command {
-    let mut cmd = Command::new(BIN);
+    wrapped(&[])
+}
+
+/// [`command`] run through `wrapper`, e.g. `prlimit --nofile=64:64 --`.
+pub(crate) fn wrapped(wrapper: &[&str]) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(BIN);
+            cmd
+        }
+        None => Command::new(BIN),
+    };
     cmd.env_clear()
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
@@ -112,7 +124,15 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
 impl Running {
     /// Starts the binary with `args` and `envs`, and waits for its `listening` line.
     pub(crate) async fn start(args: &[&str], envs: &[(&str, String)]) -> Running {
-        let mut cmd = command();
+        Running::start_with(command(), args, envs).await
+    }
+
+    /// Starts `cmd` (the binary, maybe [`wrapped`]) with `args` and `envs`.
+    pub(crate) async fn start_with(
+        mut cmd: Command,
+        args: &[&str],
+        envs: &[(&str, String)],
+    ) -> Running {
         cmd.args(args);
         for (k, v) in envs {
             cmd.env(k, v);

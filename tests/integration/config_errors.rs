@@ -87,6 +87,10 @@ cases! {
     interval_zero_on_target, "interval_zero_on_target.toml", "config file {file}: targets.prod.interval: a duration above zero, such as \"5s\"";
     server_mode_bad, "server_mode_bad.toml", r#"config file {file}: server.mode: "interval" or "scrape", got "push""#;
     server_listen_bad, "server_listen_bad.toml", r#"config file {file}: server.listen: an IP address and port such as "0.0.0.0:10099", got "localhost""#;
+    server_header_read_timeout_too_short, "server_header_read_timeout_too_short.toml", r#"config file {file}: server.header_read_timeout: a duration from 100ms to 1m, such as "5s", got 10ms"#;
+    server_max_header_bytes_too_small, "server_max_header_bytes_too_small.toml", "config file {file}: server.max_header_bytes: a size in bytes from 1024 to 65536, got 100";
+    server_max_connections_zero, "server_max_connections_zero.toml", "config file {file}: server.max_connections: a number of connections from 1 to 1048576, got 0";
+    server_max_concurrent_probes_too_many, "server_max_concurrent_probes_too_many.toml", "config file {file}: server.max_concurrent_probes: a number of requests from 1 to 1024, got 5000";
     ca_file_missing, "ca_file_missing.toml", "config file {file}: targets.prod.tls.ca_file: a readable PEM file of CA certificates (cannot read CA file {dir}/no-such-ca.pem: No such file or directory (os error 2))";
     ca_file_without_certificate, "ca_file_without_certificate.toml", "config file {file}: targets.prod.tls.ca_file: a readable PEM file of CA certificates (CA file {dir}/not-a-certificate.pem holds no PEM certificate)";
     bearer_token_file_and_env, "bearer_token_file_and_env.toml", "config file {file}: targets.prod.checks.organizations.bearer_token: exactly one of `file` or `env`";
@@ -254,6 +258,14 @@ fn exporter_toml_shows_the_defaults() {
     assert_eq!(config.listen.port(), defaults::PORT);
     assert_eq!(config.mode, Mode::Interval);
     assert_eq!(config.shutdown_timeout, defaults::SHUTDOWN_TIMEOUT);
+    assert_eq!(
+        config.limits,
+        glitchtip_exporter::config::ServerLimits::default()
+    );
+    assert_eq!(
+        config.limits.header_read_timeout,
+        defaults::HEADER_READ_TIMEOUT
+    );
     for name in DEFAULT_CHECK_NAMES {
         let spec = check(&config, "prod", name);
         assert_eq!(spec.schedule, default_schedule(), "check {name}");

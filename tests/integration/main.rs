@@ -20,4 +20,5 @@ mod scenarios;
 mod scrape_mode;
 mod secrets;
 mod secrets_live;
+mod server_abuse;
 mod tls;
