@@ -36,6 +36,9 @@ pub struct DoctorCli {
     /// File holding the Redis/Valkey password; never on argv.
     #[arg(long, value_name = "FILE")]
     redis_password_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted besides the built-in roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Send one canary event through the DSN (stores an event in its project).
     #[arg(long)]
     send_test_event: bool,
@@ -64,6 +67,7 @@ fn main(cli: DoctorCli) -> Exit {
         redis_url: cli.redis_url,
         redis_password_file: cli.redis_password_file,
         send_test_event: cli.send_test_event,
+        ca_file: cli.ca_file,
         timeout: cli.timeout,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -48,6 +48,8 @@ pub struct Options {
     pub redis_password_file: Option<PathBuf>,
     /// Send one canary event (stores an event in the DSN's project).
     pub send_test_event: bool,
+    /// A PEM file of CA certificates trusted besides the built-in roots.
+    pub ca_file: Option<PathBuf>,
     /// Deadline of each request.
     pub timeout: Duration,
 }
@@ -140,17 +142,18 @@ pub async fn run(opts: &Options, env: &ProbeEnv) -> Report {
         _ => None,
     };
 
-    let mut text = defaults.clone() + &probes::probe_toml(&url, opts.target.scheme() == "https");
+    let ca_file = opts.ca_file.as_deref().map(absolute);
+    let site = probes::Site {
+        url: &url,
+        ca_file: ca_file.as_deref(),
+    };
+    let mut text = defaults.clone() + &probes::probe_toml(&site, opts.target.scheme() == "https");
     if let Some(token) = &token_file {
-        text += &probes::token_toml(&url, token, None, None);
+        text += &probes::token_toml(&site, token, None, None);
     }
     if let Some(base) = &ingest_base {
-        let _ = write!(
-            text,
-            "[targets.ingest]\nurl = {}\ndefault_checks = false\n\
-             [targets.ingest.checks.health]\npath = \"/_health/\"\nkeyword = \"ok\"\n",
-            probes::quoted(base.as_str())
-        );
+        text += &site.target("ingest", base.as_str());
+        text += "[targets.ingest.checks.health]\npath = \"/_health/\"\nkeyword = \"ok\"\n";
     }
     let config = match load(&text) {
         Ok(config) => config,
@@ -252,7 +255,7 @@ pub async fn run(opts: &Options, env: &ProbeEnv) -> Report {
         let canary_dsn = dsn_file
             .as_deref()
             .filter(|_| opts.send_test_event && dsn_ok);
-        let text = defaults.clone() + &probes::token_toml(&url, token, Some(slug), canary_dsn);
+        let text = defaults.clone() + &probes::token_toml(&site, token, Some(slug), canary_dsn);
         match load(&text) {
             Err(e) => {
                 failing.push("token");
@@ -362,6 +365,7 @@ pub async fn run(opts: &Options, env: &ProbeEnv) -> Report {
 
     let suggested = suggest::section(&suggest::Inputs {
         url: &url,
+        ca_file: ca_file.as_deref(),
         backend_only,
         token: token_file.as_deref().map(|t| (t, org.as_deref())),
         dsn_file: dsn_file.as_deref().filter(|_| dsn_ok),

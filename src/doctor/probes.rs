@@ -89,12 +89,32 @@ pub(super) fn defaults_toml(timeout: std::time::Duration) -> String {
     )
 }
 
+/// Where the probes go: the instance's URL and the CA file trusted besides the built-in
+/// roots.
+pub(super) struct Site<'a> {
+    /// Base URL.
+    pub url: &'a str,
+    /// `--ca-file`, absolute.
+    pub ca_file: Option<&'a str>,
+}
+
+impl Site<'_> {
+    /// The head of target `name` of the internal config: URL, no default checks, trust.
+    pub(super) fn target(&self, name: &str, url: &str) -> String {
+        let mut text = format!(
+            "[targets.{name}]\nurl = {}\ndefault_checks = false\n",
+            quoted(url)
+        );
+        if let Some(ca) = self.ca_file {
+            let _ = writeln!(text, "[targets.{name}.tls]\nca_file = {}", quoted(ca));
+        }
+        text
+    }
+}
+
 /// The internal config of the anonymous probes (and the certificate check for https).
-pub(super) fn probe_toml(url: &str, https: bool) -> String {
-    let mut text = format!(
-        "[targets.{PROBE_TARGET}]\nurl = {}\ndefault_checks = false\n",
-        quoted(url)
-    );
+pub(super) fn probe_toml(site: &Site<'_>, https: bool) -> String {
+    let mut text = site.target(PROBE_TARGET, site.url);
     for probe in &PROBES {
         let _ = writeln!(
             text,
@@ -114,16 +134,16 @@ pub(super) fn probe_toml(url: &str, https: bool) -> String {
 /// a slug is known, an issue search that needs `event:read` and, with a DSN file, the
 /// canary.
 pub(super) fn token_toml(
-    url: &str,
+    site: &Site<'_>,
     token_file: &str,
     org: Option<&str>,
     canary_dsn: Option<&str>,
 ) -> String {
-    let mut text = format!(
-        "[targets.{AUTH_TARGET}]\nurl = {}\ndefault_checks = false\n\
-         [targets.{AUTH_TARGET}.checks.token]\npath = \"/api/0/organizations/\"\n\
-         expect_status = [200]\nversion_field = \"0.slug\"\nbearer_token = {{ file = {} }}\n",
-        quoted(url),
+    let mut text = site.target(AUTH_TARGET, site.url);
+    let _ = writeln!(
+        text,
+        "[targets.{AUTH_TARGET}.checks.token]\npath = \"/api/0/organizations/\"\n\
+         expect_status = [200]\nversion_field = \"0.slug\"\nbearer_token = {{ file = {} }}",
         quoted(token_file)
     );
     if let Some(org) = org {

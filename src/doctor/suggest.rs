@@ -13,6 +13,8 @@ pub const TARGET_NAME: &str = "glitchtip";
 pub(super) struct Inputs<'a> {
     /// The target URL.
     pub url: &'a str,
+    /// The CA file trusted besides the built-in roots (absolute).
+    pub ca_file: Option<&'a str>,
     /// `/` answered 500: no front end, so no `dashboard` check.
     pub backend_only: bool,
     /// The token file (absolute) and the organization slug it sees.
@@ -27,6 +29,13 @@ pub(super) struct Inputs<'a> {
 /// The section, as TOML.
 pub(super) fn section(inputs: &Inputs<'_>) -> String {
     let mut text = format!("[targets.{TARGET_NAME}]\nurl = {}\n", quoted(inputs.url));
+    if let Some(ca) = inputs.ca_file {
+        let _ = writeln!(
+            text,
+            "[targets.{TARGET_NAME}.tls]\nca_file = {}",
+            quoted(ca)
+        );
+    }
     if inputs.backend_only {
         let _ = writeln!(
             text,

@@ -19,17 +19,19 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use glitchtip_exporter::checks::ProbeEnv;
-use glitchtip_exporter::clock::SystemClock;
+use glitchtip_exporter::clock::{ManualClock, SystemClock};
 use glitchtip_exporter::config::ConfigSource;
 use glitchtip_exporter::doctor::{self, Exit, Line, Options, Report, Row, TARGET_NAME};
 use glitchtip_exporter::net::resolver::StaticResolver;
+use glitchtip_exporter::net::tls::provider;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::helpers::{TEST_HOST, send};
+use crate::helpers::{CLOCK_START, TEST_HOST, send};
 use crate::queue::{self, Redis};
 use crate::stub::{Behavior, Scenario, StubGlitchTip, refused_addr, start_silent_server};
 use crate::stub_ingest::{self, StubIngest};
+use crate::tls::{Leaf, leaf, root_ca};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 const BIN: &str = env!("CARGO_BIN_EXE_glitchtip-exporter");
@@ -49,6 +51,7 @@ fn options(target: &str) -> Options {
         redis_url: None,
         redis_password_file: None,
         send_test_event: false,
+        ca_file: None,
         timeout: TIMEOUT,
     }
 }
@@ -69,6 +72,18 @@ fn assert_row(report: &Report, probe: &str, status: Option<u16>, usable: &str, s
         (status, usable, says),
         "row {probe} in\n{}",
         report.text
+    );
+}
+
+/// Asserts a healthy report whose `/_health/` row is GlitchTip's.
+fn assert_healthy(report: &Report) {
+    assert_eq!(report.exit, Exit::Healthy, "{}", report.text);
+    assert_row(
+        report,
+        "/_health/",
+        Some(200),
+        "yes: health",
+        "web process answers \"ok\"",
     );
 }
 
@@ -126,14 +141,7 @@ async fn recorded_5x_is_healthy_and_its_redis_says_celery() {
     let report = doctor::run(&opts, &env()).await;
     assert!(!report.text.contains(REDIS_PASSWORD));
 
-    assert_eq!(report.exit, Exit::Healthy, "{}", report.text);
-    assert_row(
-        &report,
-        "/_health/",
-        Some(200),
-        "yes: health",
-        "web process answers \"ok\"",
-    );
+    assert_healthy(&report);
     assert_row(
         &report,
         "/api/settings/",
@@ -667,4 +675,87 @@ async fn the_binary_exits_0_healthy_and_2_unreachable() {
             );
         }
     }
+}
+
+/// Terminates TLS with `leaf` for the stub GlitchTip at `to`: every connection is relayed.
+async fn tls_front(leaf: &Leaf, to: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf.key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let (Ok(mut tls), Ok(mut plain)) = (
+                    acceptor.accept(stream).await,
+                    tokio::net::TcpStream::connect(to).await,
+                ) else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn https_gets_a_certificate_row_and_the_ca_file_in_the_suggestion() {
+    let stub = StubGlitchTip::start(Scenario::Healthy).await;
+    let ca = root_ca("Doctor Test CA", 400);
+    // Valid since long before the manual clock's time, so that the HTTP probes, which
+    // verify at the system's time, accept it too.
+    let (addr, task) = tls_front(&leaf(&[TEST_HOST], -1000, 90, &ca), stub.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let mut opts = options(&format!("https://{TEST_HOST}:{}", addr.port()));
+    opts.ca_file = Some(ca_file.clone());
+    // Certificates are judged at the manual clock's time, which their validity counts from.
+    let env = ProbeEnv {
+        clock: Arc::new(ManualClock::at_unix(CLOCK_START)),
+        ..env()
+    };
+    let report = doctor::run(&opts, &env).await;
+    task.abort();
+
+    assert_healthy(&report);
+    assert_row(
+        &report,
+        "certificate",
+        None,
+        "yes: tls",
+        "certificate valid, expires in 90 days",
+    );
+    assert!(
+        report.suggested.as_deref().unwrap().contains(&format!(
+            "[targets.glitchtip.tls]\nca_file = \"{}\"\n",
+            ca_file.display()
+        )),
+        "{}",
+        report.text
+    );
+    assert_eq!(
+        load_suggested(&report, dir.path()),
+        ["api", "dashboard", "database", "health", "tls"]
+    );
+
+    // Without the CA, nothing verifies: the doctor says so in one line.
+    opts.ca_file = None;
+    let (addr, task) = tls_front(&leaf(&[TEST_HOST], -1000, 90, &ca), stub.addr()).await;
+    opts.target = Url::parse(&format!("https://{TEST_HOST}:{}", addr.port())).unwrap();
+    let report = doctor::run(&opts, &env).await;
+    task.abort();
+    assert_eq!(report.exit, Exit::Unreachable, "{}", report.text);
+    assert_eq!(
+        report.text,
+        format!("{}: cannot reach it: no usable answer (tls)\n", opts.target)
+    );
 }
