@@ -570,3 +570,59 @@ fn table(rows: &[Row]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! case {
+        ($name:ident, $version:expr, $slash:expr, $layout:expr, $line:expr) => {
+            #[test]
+            fn $name() {
+                assert_eq!(detect_line($version, $slash, $layout), $line);
+            }
+        };
+    }
+
+    case!(release_5, Some("5.1.1"), false, None, Line::Celery);
+    case!(release_6, Some("6.2.6"), false, None, Line::Vtasks);
+    case!(v_prefix, Some("v6.0.9"), false, None, Line::Vtasks);
+    case!(
+        version_wins_over_keys,
+        Some("5.0.0"),
+        false,
+        Some("vtasks"),
+        Line::Celery
+    );
+    case!(
+        source_install_keys,
+        Some("0.0.0-unknown"),
+        false,
+        Some("celery"),
+        Line::Celery
+    );
+    case!(
+        source_install_vtasks,
+        Some("0.0.0-unknown"),
+        false,
+        Some("vtasks"),
+        Line::Vtasks
+    );
+    case!(
+        slash_path_only,
+        Some("0.0.0-unknown"),
+        true,
+        None,
+        Line::Vtasks
+    );
+    case!(nothing_said, None, false, None, Line::Unknown);
+    case!(garbage_version, Some("latest"), false, None, Line::Unknown);
+
+    #[test]
+    fn slugs_from_an_answer_are_checked_before_use() {
+        assert!(valid_slug("lab-org_2"));
+        for bad in ["", "a/b", "a b", "x?y", &"a".repeat(65)] {
+            assert!(!valid_slug(bad), "{bad:?}");
+        }
+    }
+}

@@ -759,3 +759,64 @@ async fn https_gets_a_certificate_row_and_the_ca_file_in_the_suggestion() {
         format!("{}: cannot reach it: no usable answer (tls)\n", opts.target)
     );
 }
+
+#[tokio::test]
+async fn postgres_down_is_failing_not_unreachable() {
+    // /api/settings/ holds the request ~30 s, as a real GlitchTip with PostgreSQL down does.
+    let stub = StubGlitchTip::start(Scenario::PostgresDownHang).await;
+    let mut opts = options(&stub.url());
+    opts.timeout = Duration::from_millis(500);
+    let report = doctor::run(&opts, &env()).await;
+    assert_eq!(report.exit, Exit::Failing, "{}", report.text);
+    assert_row(
+        &report,
+        "/api/settings/",
+        None,
+        "no",
+        "no answer before the timeout",
+    );
+    assert!(
+        report.text.contains("result: failing: database\n"),
+        "{}",
+        report.text
+    );
+}
+
+#[tokio::test]
+async fn a_dsn_on_another_host_gets_its_health_probed_and_no_event() {
+    let stub = StubGlitchTip::start(Scenario::Healthy).await;
+    let ingest = StubGlitchTip::start(Scenario::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = dir.path().join("dsn");
+    let text = format!(
+        "http://{}@{TEST_HOST}:{}/1",
+        stub_ingest::KEY,
+        ingest.addr().port()
+    );
+    std::fs::write(&dsn, text).unwrap();
+    let mut opts = options(&stub.url());
+    opts.dsn_file = Some(dsn);
+    opts.send_test_event = true;
+    let report = doctor::run(&opts, &env()).await;
+
+    assert_healthy(&report);
+    assert_row(
+        &report,
+        "DSN host: /_health/",
+        Some(200),
+        "-",
+        "the DSN's ingest host answers",
+    );
+    assert!(
+        report.text.contains(&format!(
+            "DSN: project 1 at {TEST_HOST}:{} (no event sent: that needs a token that sees the organization)",
+            ingest.addr().port()
+        )),
+        "{}",
+        report.text
+    );
+    // Only the health path was asked: nothing that carries the key.
+    assert_eq!(ingest.total_hits(), ingest.hits("/_health/"));
+    assert_eq!(ingest.hits("/_health/"), 1);
+    assert_no_secret(&report);
+}
