@@ -262,6 +262,8 @@ pub async fn run(opts: &Options, env: &ProbeEnv) -> Report {
                 notes.push(format!("cannot set up the token probes: {e}"));
             }
             Ok(config) => {
+                // The canary's row after the token's, whatever the checks' order.
+                let mut canary = None;
                 for (_, name, outcome) in &run_all(&config, env).await {
                     if name == "events" {
                         if outcome.status != Some(200) {
@@ -278,9 +280,10 @@ pub async fn run(opts: &Options, env: &ProbeEnv) -> Report {
                         if !outcome.success() {
                             failing.push("canary");
                         }
-                        rows.push(canary_row(outcome));
+                        canary = Some(canary_row(outcome));
                     }
                 }
+                rows.extend(canary);
             }
         }
     }

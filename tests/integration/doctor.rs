@@ -595,6 +595,15 @@ async fn token_and_dsn_give_a_canary_section_and_send_nothing_unless_asked() {
         "yes: canary",
         "test event accepted and visible through the API",
     );
+    let order: Vec<&str> = report.rows[9..].iter().map(|r| r.probe.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "token: /api/0/organizations/",
+            "token: issues of the organization",
+            "canary event"
+        ]
+    );
     let sent = ingest.seen().iter().filter(|s| s.kind != "poll").count();
     assert_eq!(sent, 1, "{:?}", ingest.seen());
     assert!(ingest.violations().is_empty(), "{:?}", ingest.violations());
