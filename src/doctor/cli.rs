@@ -19,7 +19,11 @@ use crate::net::resolver::SystemResolver;
 /// checks fit it; ends with an exporter.toml section. Exit 0 healthy, 1 something failing,
 /// 2 not reachable (or not GlitchTip).
 #[derive(Debug, Parser)]
-#[command(name = "glitchtip-exporter doctor", version)]
+#[command(
+    name = "glitchtip-exporter doctor",
+    bin_name = "glitchtip-exporter doctor",
+    version
+)]
 pub struct DoctorCli {
     /// The instance's base URL, e.g. https://glitchtip.example.com
     #[arg(long, value_name = "URL")]
