@@ -30,6 +30,7 @@
 //! - [`queue`]: GlitchTip's queues, scheduler and workers read (read-only) from its
 //!   Redis/Valkey (`[targets.<name>.queue]`).
 //! - [`healthcheck`]: the `healthcheck` subcommand's client, for container health checks.
+//! - [`doctor`]: the `doctor` subcommand: probes an instance once, reports what fits it.
 //! - [`clock`]: injected wall-clock time.
 //! - [`files`]: the one bounded, non-blocking reader of the files a config points at.
 
@@ -38,6 +39,7 @@ pub mod checks;
 pub mod clock;
 pub mod coalesce;
 pub mod config;
+pub mod doctor;
 pub mod exporter;
 pub mod files;
 pub mod healthcheck;

@@ -58,6 +58,9 @@ struct Cli {
 fn main() -> ExitCode {
     static_name_service();
     malloc::configure();
+    if let Some(code) = glitchtip_exporter::doctor::main_if_doctor() {
+        return code;
+    }
     let cli = Cli::parse();
     init_logging(&cli.log_level, &cli.log_format);
     match run(cli) {

@@ -10,6 +10,7 @@ mod bad_inputs;
 mod binary;
 mod canary;
 mod config_errors;
+mod doctor;
 mod e2e;
 mod extreme_configs;
 mod heartbeat;

@@ -16,10 +16,10 @@ use redis::aio::MultiplexedConnection;
 use crate::helpers::{CLOCK_START, Samples, TEST_HOST, TestExporter, deps, start};
 
 pub(crate) const ADMIN_PASSWORD: &str = "admin-pw-5d1c";
-const EXPORTER_USER: &str = "exporter";
-const EXPORTER_PASSWORD: &str = "exporter-pw-9f3e";
+pub(crate) const EXPORTER_USER: &str = "exporter";
+pub(crate) const EXPORTER_PASSWORD: &str = "exporter-pw-9f3e";
 /// What the README's ACL line allows: the read commands only, on read-only keys.
-const EXPORTER_ACL: &[&str] = &[
+pub(crate) const EXPORTER_ACL: &[&str] = &[
     "on",
     ">exporter-pw-9f3e",
     "resetkeys",
@@ -107,7 +107,7 @@ impl Redis {
     }
 
     /// Creates the exporter's ACL user with `acl` (after a `reset`).
-    async fn acl_user(&self, acl: &[&str]) {
+    pub(crate) async fn acl_user(&self, acl: &[&str]) {
         let mut c = self.admin().await;
         let mut cmd = redis::cmd("ACL");
         cmd.arg("SETUSER").arg(EXPORTER_USER).arg("reset");

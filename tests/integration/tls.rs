@@ -71,13 +71,13 @@ fn leaf_params(sans: &[&str], not_before: i64, not_after: i64, serial: u64) -> C
 }
 
 /// A CA: its certificate and what it signs with.
-struct Ca {
-    der: CertificateDer<'static>,
-    pem: String,
+pub(crate) struct Ca {
+    pub(crate) der: CertificateDer<'static>,
+    pub(crate) pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn root_ca(cn: &str, not_after: i64) -> Ca {
+pub(crate) fn root_ca(cn: &str, not_after: i64) -> Ca {
     let key = KeyPair::generate().unwrap();
     let params = ca_params(cn, -1000, not_after, 1);
     let cert = params.self_signed(&key).unwrap();
@@ -100,12 +100,12 @@ fn intermediate_ca(cn: &str, not_after: i64, by: &Ca) -> Ca {
 }
 
 /// A server certificate and its key.
-struct Leaf {
-    der: CertificateDer<'static>,
-    key: KeyPair,
+pub(crate) struct Leaf {
+    pub(crate) der: CertificateDer<'static>,
+    pub(crate) key: KeyPair,
 }
 
-fn leaf(sans: &[&str], not_before: i64, not_after: i64, by: &Ca) -> Leaf {
+pub(crate) fn leaf(sans: &[&str], not_before: i64, not_after: i64, by: &Ca) -> Leaf {
     let key = KeyPair::generate().unwrap();
     let cert = leaf_params(sans, not_before, not_after, 0x1234)
         .signed_by(&key, &by.issuer)
