@@ -92,6 +92,35 @@ def dockerfile_build(binary):
     report("target/" in ignore, ".dockerignore keeps target/ out")
 
 
+def healthcheck(binary):
+    """The image's HEALTHCHECK command against a live exporter (the release binary)."""
+    import socket
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as d:
+        config = pathlib.Path(d) / "exporter.toml"
+        config.write_text(f'[server]\nlisten = "127.0.0.1:{port}"\nstate_file = "{d}/state.json"\n'
+                          '[targets.gone]\nurl = "http://127.0.0.1:9"\n')
+        proc = subprocess.Popen([str(binary), "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}/-/healthy"
+            code = None
+            for _ in range(100):
+                code = run([str(binary), "healthcheck", "--url", url, "--timeout", "1s"]).returncode
+                if code == 0:
+                    break
+                time.sleep(0.1)
+            report(code == 0, "HEALTHCHECK command: exit 0 against a live exporter")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+        code = run([str(binary), "healthcheck", "--url", url, "--timeout", "1s"]).returncode
+        report(code == 1, "HEALTHCHECK command: exit 1 once it is stopped")
+
+
 def systemd(binary):
     unit = ROOT / "deploy" / "systemd" / "glitchtip-exporter.service"
     if not shutil.which("systemd-analyze"):
@@ -180,6 +209,7 @@ def main():
     binary = pathlib.Path(sys.argv[1]).resolve()
     hadolint()
     dockerfile_build(binary)
+    healthcheck(binary)
     systemd(binary)
     compose(binary)
     kubernetes(binary)

@@ -16,6 +16,48 @@ use url::Url;
 
 use crate::net::tls::{AcceptAnyCertificate, provider};
 
+/// `glitchtip-exporter healthcheck [--url URL] [--timeout DURATION]`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "healthcheck",
+    bin_name = "glitchtip-exporter healthcheck",
+    about = "Asks a running exporter's /-/healthy: exit 0 when it answers 200, 1 otherwise"
+)]
+struct HealthcheckCli {
+    /// The URL to ask.
+    #[arg(long, default_value = DEFAULT_URL, value_name = "URL")]
+    url: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    timeout: Duration,
+}
+
+/// Runs the `healthcheck` subcommand when it is the first argument: `None` otherwise.
+pub fn main_if_healthcheck() -> Option<std::process::ExitCode> {
+    use clap::Parser as _;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_none_or(|a| a != "healthcheck") {
+        return None;
+    }
+    args.remove(1);
+    let cli = HealthcheckCli::parse_from(args);
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(check(&cli.url, cli.timeout))
+                .map_err(|e| e.to_string())
+        });
+    Some(match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    })
+}
+
 /// The URL asked when none is given.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:10099/-/healthy";
 

@@ -61,6 +61,9 @@ fn main() -> ExitCode {
     if let Some(code) = glitchtip_exporter::doctor::main_if_doctor() {
         return code;
     }
+    if let Some(code) = glitchtip_exporter::healthcheck::main_if_healthcheck() {
+        return code;
+    }
     let cli = Cli::parse();
     init_logging(&cli.log_level, &cli.log_format);
     match run(cli) {

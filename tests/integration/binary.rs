@@ -387,3 +387,40 @@ async fn secrets_stay_out_of_logs_metrics_and_landing_page() {
         assert!(!text.contains(TOKEN), "{what} shows the token:\n{text}");
     }
 }
+
+/// `glitchtip-exporter healthcheck`, the container's HEALTHCHECK: 0 against a live
+/// exporter, 1 against one that answers but is not healthy (503), and 1 once it is stopped.
+#[tokio::test]
+async fn healthcheck_exits_0_live_1_unhealthy_and_1_stopped() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[server]\nlisten = \"127.0.0.1:0\"\n[targets.gone]\nurl = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let exporter = Running::start(&["-c", config.path().to_str().unwrap()], &[]).await;
+    let healthcheck = |url: String| async move {
+        let (status, _, stderr) =
+            run_to_end(&["healthcheck", "--url", &url, "--timeout", "2s"]).await;
+        (status.code(), stderr)
+    };
+    let live = format!("http://{}/-/healthy", exporter.addr);
+    assert_eq!(healthcheck(live.clone()).await.0, Some(0));
+    let ready = format!("http://{}/-/ready", exporter.addr);
+    assert_eq!(healthcheck(ready).await.0, Some(0));
+
+    // A server that answers 503, as a not-ready one does.
+    let unhealthy = crate::redirects::Recorder::start(|_| {
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            .to_owned()
+    })
+    .await;
+    let (code, stderr) = healthcheck(format!("http://{}/-/healthy", unhealthy.addr)).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("answered 503"), "{stderr}");
+
+    let (status, _, _) = exporter.terminate().await;
+    assert!(status.success());
+    let (code, stderr) = healthcheck(live).await;
+    assert_eq!(code, Some(1), "{stderr}");
+}
