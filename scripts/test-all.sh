@@ -44,6 +44,8 @@ cargo test --all-targets --locked 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
+# Every fuzz target for 30 s (FUZZ_SECONDS); see README "Fuzzing".
+scripts/fuzz.sh || status=1
 # The release binary as operators build it (scripts/build.sh): static, starts, resolves.
 scripts/test-static.sh || status=1
 exit "$status"

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds the cargo-fuzz targets in fuzz/ and runs each for a bounded time.
+#
+#   scripts/fuzz.sh                  every target, FUZZ_SECONDS (default 30) each
+#   FUZZ_SECONDS=3600 scripts/fuzz.sh config
+#
+# Installs the nightly toolchain and cargo-fuzz when they are missing.
+# The corpus of each target grows in fuzz/corpus/<target> (not committed), seeded from
+# fuzz/seeds/<target>, tests/fixtures (config) and rcgen certificates (x509_chain).
+# Exits non-zero when a target crashes (panic, timeout, memory limit) and prints the
+# crashing input's path: reproduce it with `cargo +nightly fuzz run <target> <path>`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${FUZZ_SECONDS:-30}
+rss_mb=${FUZZ_RSS_MB:-2048}
+# One input taking longer than this many seconds is a hang.
+unit_timeout=${FUZZ_UNIT_TIMEOUT:-10}
+# Sanitizer none: the code under test is safe Rust, so ASan finds nothing a panic does not,
+# and costs build time and speed. Debug assertions on: integer overflow panics.
+build_flags=(--sanitizer none --debug-assertions --codegen-units 16)
+
+# libFuzzer's instrumentation needs nightly; install what is missing, as test-all.sh does.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+
+cd fuzz
+if [ $# -gt 0 ]; then
+  targets=("$@")
+else
+  mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+
+start=$(date +%s)
+cargo +nightly fuzz build "${build_flags[@]}"
+triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
+echo "fuzz: built in $(($(date +%s) - start)) s"
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+export FUZZ_SCRATCH="$scratch"
+
+seed() {
+  local target=$1 corpus=corpus/$1
+  mkdir -p "$corpus"
+  if [ -d "seeds/$target" ]; then cp -n seeds/"$target"/* "$corpus"/ 2>/dev/null || true; fi
+  case $target in
+    config)
+      cp -n ../exporter.toml "$corpus/exporter.toml"
+      for f in ../tests/fixtures/bad-configs/*.toml; do cp -n "$f" "$corpus/fixture-$(basename "$f")"; done
+      ;;
+    x509_chain) export FUZZ_SEED_DIR=$PWD/$corpus ;;
+  esac
+}
+
+failed=()
+for target in "${targets[@]}"; do
+  seed "$target"
+  mkdir -p "artifacts/$target"
+  dict=()
+  [ -f "dicts/$target.dict" ] && dict=(-dict="dicts/$target.dict")
+  log="$scratch/$target.log"
+  echo "fuzz: $target for ${seconds} s"
+  status=0
+  # The outer timeout catches a run that hangs outside libFuzzer's own limits.
+  # The binary itself (what `cargo fuzz run` starts), so that cargo does not look again.
+  timeout --kill-after=10 $((seconds + 120)) \
+    "target/$triple/release/$target" -artifact_prefix="artifacts/$target/" "corpus/$target" \
+    -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$unit_timeout" \
+    -max_len=16384 -print_final_stats=1 "${dict[@]}" >"$log" 2>&1 || status=$?
+  unset FUZZ_SEED_DIR
+  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)' "$log" | sed "s/^/fuzz: $target: /" || true
+  if [ "$status" -ne 0 ]; then
+    tail -n 40 "$log" >&2
+    artifact=$(grep -oE 'Test unit written to [^ ]+' "$log" | awk '{print $NF}' | tail -n 1)
+    echo "fuzz: $target FAILED (exit $status); crashing input: fuzz/${artifact:-<none written: see the log above>}" >&2
+    failed+=("$target")
+  fi
+done
+
+echo "fuzz: all done in $(($(date +%s) - start)) s"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz: crashed: ${failed[*]}" >&2
+  exit 1
+fi
