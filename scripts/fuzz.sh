@@ -7,6 +7,7 @@
 # Installs the nightly toolchain and cargo-fuzz when they are missing.
 # The corpus of each target grows in fuzz/corpus/<target> (not committed), seeded from
 # fuzz/seeds/<target>, tests/fixtures (config) and rcgen certificates (x509_chain).
+# Targets run side by side, FUZZ_JOBS (default: the number of cores) at a time.
 # Exits non-zero when a target crashes (panic, timeout, memory limit) and prints the
 # crashing input's path: reproduce it with `cargo +nightly fuzz run <target> <path>`.
 set -euo pipefail
@@ -46,34 +47,42 @@ export FUZZ_SCRATCH="$scratch"
 
 seed() {
   local target=$1 corpus=corpus/$1
-  mkdir -p "$corpus"
-  if [ -d "seeds/$target" ]; then cp -n seeds/"$target"/* "$corpus"/ 2>/dev/null || true; fi
-  case $target in
-    config)
-      cp -n ../exporter.toml "$corpus/exporter.toml"
-      for f in ../tests/fixtures/bad-configs/*.toml; do cp -n "$f" "$corpus/fixture-$(basename "$f")"; done
-      ;;
-    x509_chain) export FUZZ_SEED_DIR=$PWD/$corpus ;;
-  esac
+  mkdir -p "$corpus" "artifacts/$target"
+  if [ -d "seeds/$target" ]; then cp -n seeds/"$target"/* "$corpus"/; fi
+  if [ "$target" = config ]; then
+    cp -n ../exporter.toml "$corpus/exporter.toml"
+    for f in ../tests/fixtures/bad-configs/*.toml; do cp -n "$f" "$corpus/fixture-$(basename "$f")"; done
+  fi
 }
+
+# Runs one target; its exit status is libFuzzer's (0: no crash within the time).
+run() {
+  local target=$1 dict=()
+  [ -f "dicts/$target.dict" ] && dict=(-dict="dicts/$target.dict")
+  # x509_chain writes its rcgen seed chains (made with the CA it trusts) there at start.
+  # The binary itself (what `cargo fuzz run` starts), so that cargo does not look again;
+  # the outer timeout catches a run that hangs outside libFuzzer's own limits.
+  FUZZ_SEED_DIR=$PWD/corpus/$target timeout --kill-after=10 $((seconds + 120)) \
+    "target/$triple/release/$target" -artifact_prefix="artifacts/$target/" "corpus/$target" \
+    -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$unit_timeout" \
+    -max_len=16384 -print_final_stats=1 "${dict[@]}" >"$scratch/$target.log" 2>&1
+}
+
+# libFuzzer uses one core per run: as many targets at a time as there are cores.
+parallel=${FUZZ_JOBS:-$(nproc)}
+for target in "${targets[@]}"; do
+  seed "$target"
+  while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n || true; done
+  echo "fuzz: $target for ${seconds} s"
+  { status=0; run "$target" || status=$?; echo "$status" >"$scratch/$target.status"; } &
+done
+wait
 
 failed=()
 for target in "${targets[@]}"; do
-  seed "$target"
-  mkdir -p "artifacts/$target"
-  dict=()
-  [ -f "dicts/$target.dict" ] && dict=(-dict="dicts/$target.dict")
+  status=$(cat "$scratch/$target.status")
   log="$scratch/$target.log"
-  echo "fuzz: $target for ${seconds} s"
-  status=0
-  # The outer timeout catches a run that hangs outside libFuzzer's own limits.
-  # The binary itself (what `cargo fuzz run` starts), so that cargo does not look again.
-  timeout --kill-after=10 $((seconds + 120)) \
-    "target/$triple/release/$target" -artifact_prefix="artifacts/$target/" "corpus/$target" \
-    -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$unit_timeout" \
-    -max_len=16384 -print_final_stats=1 "${dict[@]}" >"$log" 2>&1 || status=$?
-  unset FUZZ_SEED_DIR
-  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)' "$log" | sed "s/^/fuzz: $target: /" || true
+  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | sed "s/^/fuzz: $target: /" || true
   if [ "$status" -ne 0 ]; then
     tail -n 40 "$log" >&2
     artifact=$(grep -oE 'Test unit written to [^ ]+' "$log" | awk '{print $NF}' | tail -n 1)

@@ -82,6 +82,7 @@ fuzz_target!(|data: &[u8]| {
             let Ok((mut conn, _)) = listener.accept().await else {
                 return;
             };
+            let _ = conn.set_nodelay(true);
             let mut buf = vec![0u8; 64 * 1024];
             for reply in replies {
                 match conn.read(&mut buf).await {
