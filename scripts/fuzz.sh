@@ -9,7 +9,7 @@
 # fuzz/seeds/<target>, tests/fixtures (config) and rcgen certificates (x509_chain).
 # Targets run side by side, FUZZ_JOBS (default: the number of cores) at a time.
 # Exits non-zero when a target crashes (panic, timeout, memory limit) and prints the
-# crashing input's path: reproduce it with `cargo +nightly fuzz run <target> <path>`.
+# crashing input's path: replay it with fuzz/target/<host triple>/release/<target> <path>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

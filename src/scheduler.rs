@@ -34,6 +34,14 @@ pub fn start_offset(spec: &CheckSpec) -> Duration {
     Duration::from_millis(hasher.finish() % interval_ms)
 }
 
+/// `from + by`, or a time so far ahead that it never comes (30 years, as tokio's own far
+/// future) when the sum is past what an `Instant` holds: billions of years are a valid
+/// duration in the config, and must not panic the task.
+pub(crate) fn after(from: Instant, by: Duration) -> Instant {
+    from.checked_add(by)
+        .unwrap_or_else(|| from + Duration::from_secs(30 * 365 * 24 * 3600))
+}
+
 /// Probes `spec` on its schedule until `cancel` fires.
 pub async fn run_check(
     spec: Arc<CheckSpec>,
@@ -42,7 +50,7 @@ pub async fn run_check(
     cancel: CancellationToken,
 ) {
     let schedule = spec.schedule;
-    let mut next = Instant::now() + start_offset(&spec);
+    let mut next = after(Instant::now(), start_offset(&spec));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -56,10 +64,10 @@ pub async fn run_check(
         };
         let failures = sink.record(&spec, outcome);
         next = if failures == 1 {
-            Instant::now() + schedule.retry_interval
+            after(Instant::now(), schedule.retry_interval)
         } else {
             // A probe that overran its interval starts the next one at once, not twice.
-            (started + schedule.interval).max(Instant::now())
+            after(started, schedule.interval).max(Instant::now())
         };
     }
 }
@@ -117,9 +125,18 @@ pub(crate) mod tests {
     }
 
     fn spec() -> Arc<CheckSpec> {
+        spec_with(&[])
+    }
+
+    /// The first check of target `t`, with `env` as `GLITCHTIP_EXPORTER__*` overrides.
+    fn spec_with(env: &[(&str, &str)]) -> Arc<CheckSpec> {
         let source = crate::config::ConfigSource {
             cli_targets: vec!["t=http://127.0.0.1:9/".to_owned()],
-            env: Some(Default::default()),
+            env: Some(
+                env.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
             ..Default::default()
         };
         let config = source.load().unwrap();
@@ -131,7 +148,15 @@ pub(crate) mod tests {
         takes: Duration,
         run_for: Duration,
     ) -> (Vec<Duration>, CheckState, Duration) {
-        let spec = spec();
+        run_spec(spec(), script, takes, run_for).await
+    }
+
+    async fn run_spec(
+        spec: Arc<CheckSpec>,
+        script: &[Reason],
+        takes: Duration,
+        run_for: Duration,
+    ) -> (Vec<Duration>, CheckState, Duration) {
         let offset = start_offset(&spec);
         let prober = Arc::new(Scripted {
             start: Instant::now(),
@@ -191,6 +216,27 @@ pub(crate) mod tests {
         let second_failure_known = starts[2] + Duration::from_secs(5) - offset;
         assert_eq!(second_failure_known, Duration::from_secs(23));
         assert_eq!(state.down_total, 1);
+    }
+
+    /// Found by the `config` fuzz target (an accepted config must start): a retry
+    /// interval of 500 billion years overflowed `Instant` after the first failure and
+    /// panicked the check's task.
+    #[tokio::test(start_paused = true)]
+    async fn huge_retry_interval_does_not_panic() {
+        let spec = spec_with(&[(
+            "GLITCHTIP_EXPORTER__DEFAULTS__RETRY_INTERVAL",
+            "500000000000y",
+        )]);
+        let (starts, state, offset) = run_spec(
+            spec,
+            &[Reason::Timeout],
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+        )
+        .await;
+        // The retry is never due: the one failed probe is all there is.
+        assert_eq!(starts, [offset]);
+        assert_eq!(state.consecutive_failures, 1);
     }
 
     /// Notes the lag of every start.
