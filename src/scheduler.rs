@@ -38,7 +38,7 @@ pub fn start_offset(spec: &CheckSpec) -> Duration {
 
 /// `t + d`, or a year after `t` when that overflows: validation keeps intervals within a
 /// day, and a time computed from a configured value must never panic (issue #18).
-fn after(t: Instant, d: Duration) -> Instant {
+pub(crate) fn after(t: Instant, d: Duration) -> Instant {
     t.checked_add(d)
         .unwrap_or_else(|| t + Duration::from_secs(365 * 24 * 3600))
 }
@@ -162,9 +162,18 @@ pub(crate) mod tests {
     }
 
     fn spec() -> Arc<CheckSpec> {
+        spec_with(&[])
+    }
+
+    /// The first check of target `t`, with `env` as `GLITCHTIP_EXPORTER__*` overrides.
+    fn spec_with(env: &[(&str, &str)]) -> Arc<CheckSpec> {
         let source = crate::config::ConfigSource {
             cli_targets: vec!["t=http://127.0.0.1:9/".to_owned()],
-            env: Some(Default::default()),
+            env: Some(
+                env.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
             ..Default::default()
         };
         let config = source.load().unwrap();
@@ -176,7 +185,15 @@ pub(crate) mod tests {
         takes: Duration,
         run_for: Duration,
     ) -> (Vec<Duration>, CheckState, Duration) {
-        let spec = spec();
+        run_spec(spec(), script, takes, run_for).await
+    }
+
+    async fn run_spec(
+        spec: Arc<CheckSpec>,
+        script: &[Reason],
+        takes: Duration,
+        run_for: Duration,
+    ) -> (Vec<Duration>, CheckState, Duration) {
         let offset = start_offset(&spec);
         let prober = Arc::new(Scripted {
             start: Instant::now(),
@@ -261,6 +278,41 @@ pub(crate) mod tests {
             *prober.started_at.lock().unwrap(),
             [retry, retry + spec.schedule.interval]
         );
+    }
+
+    /// Found by the `config` fuzz target (an accepted config must start): a retry
+    /// interval of 500 billion years overflowed `Instant` after the first failure and
+    /// panicked the check's task. Validation now refuses it (at most a day), and the
+    /// task's arithmetic stays safe whatever it is given.
+    #[tokio::test(start_paused = true)]
+    async fn huge_retry_interval_does_not_panic() {
+        let refused = crate::config::ConfigSource {
+            cli_targets: vec!["t=http://127.0.0.1:9/".to_owned()],
+            env: Some(
+                [(
+                    "GLITCHTIP_EXPORTER__DEFAULTS__RETRY_INTERVAL".to_owned(),
+                    "500000000000y".to_owned(),
+                )]
+                .into_iter()
+                .collect(),
+            ),
+            ..Default::default()
+        }
+        .load();
+        assert!(refused.is_err(), "a retry interval past a day is refused");
+        let mut spec = (*spec_with(&[])).clone();
+        spec.schedule.retry_interval = Duration::from_secs(500_000_000_000 * 365 * 24 * 3600);
+        let spec = Arc::new(spec);
+        let (starts, state, offset) = run_spec(
+            spec,
+            &[Reason::Timeout],
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+        )
+        .await;
+        // The retry is never due: the one failed probe is all there is.
+        assert_eq!(starts, [offset]);
+        assert_eq!(state.consecutive_failures, 1);
     }
 
     /// Notes the lag of every start.

@@ -172,7 +172,13 @@ async fn read_body(mut body: Incoming, max: u64, status: u16) -> Result<Bytes, F
 }
 
 /// Judges a complete answer. A wrong status wins over a body problem: it says more.
-fn judge(check: &HttpCheck, status: u16, body: Result<Bytes, Failure>) -> Result<Found, Failure> {
+/// Public for the fuzz targets only (`fuzz/`).
+#[doc(hidden)]
+pub fn judge(
+    check: &HttpCheck,
+    status: u16,
+    body: Result<Bytes, Failure>,
+) -> Result<Found, Failure> {
     let status_ok = check.expect_status.contains(status);
     let has_body_expectations = !check.body.is_empty();
     let body = match body {

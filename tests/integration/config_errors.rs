@@ -708,3 +708,26 @@ fn fifo_as_secret_file_or_config_file_is_refused_without_blocking() {
         )
     );
 }
+
+/// The crashes the `config` fuzz target found (fuzz/regressions/config): each config once
+/// passed validation and then panicked the exporter; each is now refused, naming the key.
+#[test]
+fn fuzz_regressions_are_refused_naming_the_key() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        let file = entry.unwrap().path();
+        if file.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        seen += 1;
+        let err = load_file(&file).expect_err(&file.display().to_string());
+        let message = err.to_string();
+        assert!(
+            message.contains("a duration from 100ms to 1day"),
+            "{}: {message}",
+            file.display()
+        );
+    }
+    assert!(seen >= 2, "the regression inputs are there");
+}
