@@ -68,11 +68,14 @@ pub enum IngestReason {
     Tls,
     /// Ingest did not answer before the deadline.
     Timeout,
+    /// The exporter could not open a socket (out of file descriptors): its own failure,
+    /// ingest was never tried.
+    ExporterResources,
 }
 
 impl IngestReason {
     /// Every reason, in the README's order.
-    pub const ALL: [IngestReason; 9] = [
+    pub const ALL: [IngestReason; 10] = [
         IngestReason::None,
         IngestReason::Rejected,
         IngestReason::Throttled,
@@ -82,6 +85,7 @@ impl IngestReason {
         IngestReason::Connect,
         IngestReason::Tls,
         IngestReason::Timeout,
+        IngestReason::ExporterResources,
     ];
 
     /// The `reason` label value.
@@ -96,6 +100,7 @@ impl IngestReason {
             IngestReason::Connect => "connect",
             IngestReason::Tls => "tls",
             IngestReason::Timeout => "timeout",
+            IngestReason::ExporterResources => "exporter_resources",
         }
     }
 
@@ -120,6 +125,7 @@ impl IngestReason {
             IngestReason::Dns => Reason::Dns,
             IngestReason::Connect => Reason::Connect,
             IngestReason::Tls => Reason::Tls,
+            IngestReason::ExporterResources => Reason::ExporterResources,
         }
     }
 
@@ -360,6 +366,7 @@ async fn run(
                 // ingest failing.
                 Reason::Connect | Reason::Proxy => IngestReason::Connect,
                 Reason::Tls => IngestReason::Tls,
+                Reason::ExporterResources => IngestReason::ExporterResources,
                 _ => IngestReason::Rejected,
             };
             return (
@@ -503,6 +510,16 @@ async fn wait_visible(
 
 #[cfg(test)]
 mod tests {
+    /// A socket the exporter could not open is its own failure (the alert that pages for
+    /// it is GlitchTipExporterOutOfResources), never ingest rejecting the event.
+    #[test]
+    fn out_of_descriptors_is_the_exporters_failure_not_a_rejection() {
+        let r = super::IngestReason::ExporterResources;
+        assert_eq!(r.as_str(), "exporter_resources");
+        assert_eq!(r.core(), super::Reason::ExporterResources);
+        assert!(super::IngestReason::ALL.contains(&r));
+    }
+
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
