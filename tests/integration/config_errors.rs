@@ -95,6 +95,11 @@ cases! {
     proxy_https, "proxy_https.toml", r#"config file {file}: targets.prod.proxy: an http:// proxy URL such as "http://proxy:3128", got "https://proxy.example.com:3128""#;
     header_name_invalid, "header_name_invalid.toml", "config file {file}: targets.prod.headers.X Forwarded Host: a valid HTTP header name";
     empty_file, "empty.toml", "config file {file}: targets: at least one target: pass --target URL or add a [targets.<name>] table";
+    queue_scheduler_task_age_bad, "queue_scheduler_task_age_bad.toml", r#"config file {file}: targets.prod.queue.scheduler_tasks.uptime-dispatch-checks: a duration above zero, such as "30s", got "soon""#;
+    queue_scheduler_task_name_bad, "queue_scheduler_task_name_bad.toml", r#"config file {file}: targets.prod.queue.scheduler_tasks: task names of 1 to 64 letters, digits, -, _, . or :, got "it's""#;
+    queue_postgres_sslmode_prefer, "queue_postgres_sslmode_prefer.toml", r#"config file {file}: targets.prod.queue.url: sslmode disable, require or verify-full, got "prefer""#;
+    queue_postgres_without_user, "queue_postgres_without_user.toml", r#"config file {file}: targets.prod.queue.url: a user name in a postgres:// URL, such as "postgres://glitchtip_exporter@db:5432/glitchtip""#;
+    queue_postgres_with_prefix, "queue_postgres_with_prefix.toml", "config file {file}: targets.prod.queue.prefix: no such setting with a postgres:// URL (the tables are django-vtasks')";
     toml_syntax, "toml_syntax.toml", "config file {file}: TOML parse error at line 3, column 37\n  |\n3 | url = \"https://glitchtip.example.com\n  |                                     ^\ninvalid basic string, expected `\"`";
 }
 

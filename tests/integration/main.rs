@@ -2,6 +2,7 @@
 //! servers on 127.0.0.1:0.
 
 mod helpers;
+mod postgres;
 mod stub;
 mod stub_ingest;
 
@@ -13,6 +14,7 @@ mod config_errors;
 mod e2e;
 mod heartbeat;
 mod queue;
+mod queue_postgres;
 mod reload;
 mod scenarios;
 mod scrape_mode;
