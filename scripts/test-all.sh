@@ -20,6 +20,9 @@ npm npm
 curl curl
 readelf binutils
 LIST
+# PostgreSQL's server binaries for the queue reader's database-backend tests (Debian keeps
+# them off the PATH, under /usr/lib/postgresql/<version>/bin).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
