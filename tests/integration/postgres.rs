@@ -21,6 +21,9 @@ pub(crate) const VTASKS_DDL: &str = include_str!("../fixtures/vtasks/db-backend.
 pub(crate) struct Cluster {
     child: Child,
     pub(crate) port: u16,
+    /// The CA that signed the server's certificate (for 127.0.0.1): TLS is on, and
+    /// optional for clients.
+    pub(crate) ca_file: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -100,6 +103,17 @@ impl Cluster {
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, ADMIN_PASSWORD).unwrap();
+        let (ca_pem, cert_pem, key_pem) = server_pki();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        std::fs::write(dir.path().join("server.crt"), cert_pem).unwrap();
+        let key_file = dir.path().join("server.key");
+        std::fs::write(&key_file, key_pem).unwrap();
+        std::fs::set_permissions(
+            &key_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         if is_root() {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -121,6 +135,10 @@ impl Cluster {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Members of role tls_only may connect over TLS only: a test proves TLS is used.
+        let hba = data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, format!("hostnossl all +tls_only all reject\n{rules}")).unwrap();
         let port = free_port();
         let child = command("postgres")
             .arg("-D")
@@ -129,6 +147,13 @@ impl Cluster {
             .arg(dir.path())
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "max_connections=100", "-c", "logging_collector=off"])
+            .args(["-c", "ssl=on", "-c"])
+            .arg(format!(
+                "ssl_cert_file={}",
+                dir.path().join("server.crt").display()
+            ))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", key_file.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -136,6 +161,7 @@ impl Cluster {
         Self {
             child,
             port,
+            ca_file,
             _dir: dir,
         }
     }
@@ -201,6 +227,22 @@ pub(crate) fn readme_grants(db: &str, role: &str, tables: bool) -> String {
         ));
     }
     sql
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed: (CA, certificate, key) in PEM.
+fn server_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "glitchtip-exporter postgres CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 impl Drop for Cluster {

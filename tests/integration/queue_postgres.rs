@@ -330,3 +330,46 @@ async fn a_read_held_up_by_a_table_lock_is_timeout() {
     assert_eq!(queue_reason(&s), "timeout");
     locker.batch_execute("ROLLBACK").await.unwrap();
 }
+
+#[tokio::test]
+async fn tls_verified_against_the_ca_file_or_only_encrypted_or_refused() {
+    let cluster = Cluster::shared().await;
+    let (db, role) = cluster.database(true, PASSWORD).await;
+    let admin = cluster.admin(&db).await;
+    load(&admin, 1.0).await;
+    // This role may connect over TLS only (pg_hba.conf): a plain connection is refused.
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE tls_only NOLOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             GRANT tls_only TO {role}"
+        ))
+        .await
+        .unwrap();
+    let base = url(&cluster, &role, &db);
+    let s = failing(&base, Some(PASSWORD), TIMING, "auth").await;
+    assert_eq!(queue_reason(&s), "auth");
+    let ca = format!(
+        "tls = {{ ca_file = \"{}\" }}\n{TIMING}",
+        cluster.ca_file.display()
+    );
+    for (query, extra) in [
+        ("?sslmode=verify-full", ca.as_str()),
+        ("?sslmode=require", TIMING),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let exporter = start_reader(&dir, &format!("{base}{query}"), Some(PASSWORD), extra).await;
+        let s = wait_for(&exporter, query, |s| up(s) == Some(1.0)).await;
+        assert_eq!(length(&s, "default"), 3.0, "{query}");
+        exporter.stop().await;
+    }
+    // Verified against the bundled web roots: the test CA is not one of them.
+    let s = failing(
+        &format!("{base}?sslmode=verify-full"),
+        Some(PASSWORD),
+        TIMING,
+        "tls",
+    )
+    .await;
+    assert_eq!(queue_reason(&s), "tls");
+}
