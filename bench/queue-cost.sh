@@ -10,7 +10,8 @@
 # binaries, as user postgres when root) on 127.0.0.1 with free ports, in a temporary
 # folder, and ends both by PID when done. Builds the example in release mode without LTO
 # (the exporter's code is the same; only the link is quicker).
-#   Valkey:   {vt} layout, two last-run keys, two live workers; then 1 M tasks in
+#   Valkey:   {vt} layout, two last-run keys, two live workers; a 512 MiB value at a
+#             last-run key (2 MiB with --quick: reason and peak RSS); then 1 M tasks in
 #             {vt}:q:default; then 1 M unrelated keys besides (SCAN walks the keyspace).
 #   Postgres: django-vtasks' tables (tests/fixtures/vtasks/db-backend.sql), the same
 #             metadata rows; then 1 M QUEUED rows over two queues (VACUUM ANALYZE after).
@@ -34,7 +35,9 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
-as_pg() { if [[ $(id -u) == 0 ]]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi; }
+# exec: a background `as_pg … &` is the program itself, so that $! is its PID.
+as_pg() { if [[ $(id -u) == 0 ]]; then exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else exec "$@"; fi; }
+pg() { (as_pg "$@"); }
 
 echo "building examples/queue_cost.rs (release, no LTO)"
 (cd "$ROOT" && CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
@@ -71,6 +74,14 @@ redis_case() {
   echo "valkey $1: $out, commands per read: $(( calls / 20 ))"
 }
 redis_case "0 tasks"
+# A huge value where a last-run epoch belongs: the read fails (reply_too_large) once 1 MiB
+# is buffered; the reading process's peak RSS shows what it cost.
+BIG=$(( N >= 1000000 ? 512 * 1024 * 1024 : 2 * 1024 * 1024 ))
+KEY='{vt}:scheduler:vtasks_last_run:uptime-dispatch-checks'
+R eval "redis.call('SET', KEYS[1], string.rep('7', tonumber(ARGV[1])))" 1 "$KEY" "$BIG" >/dev/null
+peak=$( { /usr/bin/time -f '%M' "$COST" "$W/redis.toml" 5 >"$W/big.json"; } 2>&1 | tail -1)
+echo "valkey $(( BIG / 1024 / 1024 )) MiB last-run value: $(cat "$W/big.json"), peak RSS of the reading process: $(( peak / 1024 )) MiB"
+R set "$KEY" "$(date +%s)" >/dev/null
 R eval "for i = 1, tonumber(ARGV[1]) do redis.call('RPUSH', KEYS[1], i) end" 1 '{vt}:q:default' "$N" >/dev/null
 redis_case "$N tasks"
 R debug populate "$N" cache: 8 >/dev/null
@@ -80,14 +91,14 @@ redis_case "$N tasks and $N other keys"
 PPORT=$(free_port)
 chown postgres:postgres "$W" 2>/dev/null || true
 echo bench-pw > "$W/pw"; chmod 644 "$W/pw"
-as_pg "$PG_BIN/initdb" -D "$W/pg" -U postgres -E UTF8 --locale=C --no-sync \
+pg "$PG_BIN/initdb" -D "$W/pg" -U postgres -E UTF8 --locale=C --no-sync \
   --auth-local=trust --auth-host=scram-sha-256 --pwfile="$W/pw" >/dev/null
 as_pg "$PG_BIN/postgres" -D "$W/pg" -p "$PPORT" -k "$W" -c listen_addresses=127.0.0.1 \
   -c fsync=off >"$W/pg.log" 2>&1 &
 PIDS+=($!)
-P() { as_pg "$PG_BIN/psql" -h "$W" -p "$PPORT" -U postgres -d glitchtip -qAtX "$@"; }
-for _ in $(seq 200); do as_pg "$PG_BIN/psql" -h "$W" -p "$PPORT" -U postgres -d postgres -qAtc 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
-as_pg "$PG_BIN/psql" -h "$W" -p "$PPORT" -U postgres -d postgres -qc 'CREATE DATABASE glitchtip'
+P() { pg "$PG_BIN/psql" -h "$W" -p "$PPORT" -U postgres -d glitchtip -qAtX "$@"; }
+for _ in $(seq 200); do pg "$PG_BIN/psql" -h "$W" -p "$PPORT" -U postgres -d postgres -qAtc 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
+pg "$PG_BIN/psql" -h "$W" -p "$PPORT" -U postgres -d postgres -qc 'CREATE DATABASE glitchtip'
 P -f "$ROOT/tests/fixtures/vtasks/db-backend.sql" >/dev/null
 P -c "CREATE ROLE glitchtip_exporter LOGIN PASSWORD 'bench-pw';
       GRANT SELECT ON db_queuedtask, db_vtaskmetadata TO glitchtip_exporter;
@@ -112,7 +123,8 @@ pg_case() {
   out=$("$COST" "$W/pg.toml" 20)
   sleep 0.6  # the statistics collector flushes every 500 ms
   after=$(P -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'glitchtip'")
-  echo "postgres $1: $out, transactions per read: $(( (after - before) / 20 )) (one batch of 6 statements, 1 round trip after the handshake)"
+  # PostgreSQL counts one transaction at each connection start (its catalog look-ups).
+  echo "postgres $1: $out, transactions per read: $(( (after - before) / 20 )) (1 connection start + 1 batch of 6 statements in 1 round trip)"
 }
 pg_case "0 rows"
 P -c "INSERT INTO db_queuedtask (id, queue, data, status, created_at, priority)

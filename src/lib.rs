@@ -25,7 +25,8 @@
 //! - [`canary`]: the ingest canary (`[targets.<name>.canary]`): an event sent through the
 //!   ingest API and looked for through the API, the check that catches a stalled worker.
 //! - [`queue`]: GlitchTip's queues, scheduler and workers read (read-only) from its
-//!   Redis/Valkey (`[targets.<name>.queue]`).
+//!   Redis/Valkey or, for django-vtasks' database backend, PostgreSQL
+//!   (`[targets.<name>.queue]`).
 //! - [`clock`]: injected wall-clock time.
 
 pub mod canary;

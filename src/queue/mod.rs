@@ -32,6 +32,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{QueueSpec, RawQueue};
+pub use read::parse_last_run;
 use read::{QueueReason, Reading};
 
 use crate::clock::Clock;
