@@ -8,10 +8,10 @@
 //! when each is missing:
 //!
 //! - a heartbeat task present: stale when its age is over the task's limit (`stale`);
-//! - a task seen earlier and now missing: down once missing for longer than its limit
+//! - a task seen earlier and now missing: down once missing for as long as its limit
 //!   (`vanished`: the keys went away, e.g. with a broker restart, and were never written
 //!   again);
-//! - no heartbeat task seen since the reader started: down once missing for longer than
+//! - no heartbeat task seen since the reader started: down once missing for as long as
 //!   the smallest limit (`missing`: no scheduler has run since the broker or the reader
 //!   started).
 //!
@@ -93,7 +93,8 @@ impl Watch {
                 }
                 None => {
                     let since = *self.missing_since.entry(task.clone()).or_insert(now);
-                    vanished |= self.seen.contains(task) && now - since > limit;
+                    // `>=`: with reads every 15 s, a 30 s limit is met by the third read.
+                    vanished |= self.seen.contains(task) && now - since >= limit;
                 }
             }
         }
@@ -105,7 +106,7 @@ impl Watch {
         }
         if self.seen.is_empty() {
             let since = self.missing_since.values().copied().fold(now, f64::min);
-            if now - since > smallest.as_secs_f64() {
+            if now - since >= smallest.as_secs_f64() {
                 return Some(SchedulerReason::Missing);
             }
         }
@@ -145,9 +146,9 @@ mod tests {
         // The broker restarted without persistence; a live scheduler writes them again
         // within seconds, a dead one never.
         assert_eq!(w.judge(&tasks(), &[], 1040.0), Some(SchedulerReason::None));
-        assert_eq!(w.judge(&tasks(), &[], 1070.0), Some(SchedulerReason::None));
+        assert_eq!(w.judge(&tasks(), &[], 1069.5), Some(SchedulerReason::None));
         assert_eq!(
-            w.judge(&tasks(), &[], 1070.5),
+            w.judge(&tasks(), &[], 1070.0),
             Some(SchedulerReason::Vanished)
         );
         // Back: up again.
@@ -182,9 +183,9 @@ mod tests {
     fn never_seen_is_missing_after_the_smallest_limit() {
         let mut w = Watch::default();
         assert_eq!(w.judge(&tasks(), &[], 1000.0), Some(SchedulerReason::None));
-        assert_eq!(w.judge(&tasks(), &[], 1030.0), Some(SchedulerReason::None));
+        assert_eq!(w.judge(&tasks(), &[], 1029.5), Some(SchedulerReason::None));
         assert_eq!(
-            w.judge(&tasks(), &[], 1030.5),
+            w.judge(&tasks(), &[], 1030.0),
             Some(SchedulerReason::Missing)
         );
     }
