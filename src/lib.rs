@@ -28,7 +28,8 @@
 //! - [`canary`]: the ingest canary (`[targets.<name>.canary]`): an event sent through the
 //!   ingest API and looked for through the API, the check that catches a stalled worker.
 //! - [`queue`]: GlitchTip's queues, scheduler and workers read (read-only) from its
-//!   Redis/Valkey (`[targets.<name>.queue]`).
+//!   Redis/Valkey or, for django-vtasks' database backend, PostgreSQL
+//!   (`[targets.<name>.queue]`).
 //! - [`healthcheck`]: the `healthcheck` subcommand's client, for container health checks.
 //! - [`doctor`]: the `doctor` subcommand: probes an instance once, reports what fits it.
 //! - [`clock`]: injected wall-clock time.

@@ -128,15 +128,36 @@ pub const CANARY_INTERVAL: Duration = Duration::from_secs(30);
 /// both visible (the last poll starts at the latest 0.5 s before the end), so a healthy
 /// instance never fails a canary, let alone two in a row.
 pub const CANARY_TIMEOUT: Duration = Duration::from_secs(25);
-/// `targets.<name>.queue.interval`: Redis/Valkey is read every 15 s (a few read-only
-/// commands). A scheduler whose last run is over 60 s old is seen within 60 + 15 s, and
-/// alerts by 60 + 15 + 30 (scrape + evaluation) = 105 s.
+/// `targets.<name>.queue.interval`: Redis/Valkey or PostgreSQL is read every 15 s (a few
+/// read-only commands or one batch of queries). A scheduler whose heartbeat task is over
+/// its limit ([`QUEUE_SCHEDULER_TASKS`]) is seen within that limit + 15 s, and alerts by
+/// 30 + 15 + 30 (scrape + evaluation) = 75 s after it stopped.
 pub const QUEUE_INTERVAL: Duration = Duration::from_secs(15);
 /// `targets.<name>.queue.timeout`: connecting, authenticating and reading.
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The key prefixes of django-vtasks (GlitchTip 6.x) tried in order when `prefix` is not
 /// set: `{vt}` (library 2.x on), then `vt` (early 6.0.x).
 pub const QUEUE_PREFIXES: [&str; 2] = ["{vt}", "vt"];
+/// `targets.<name>.queue.workers` with Redis/Valkey: only django-vtasks 3.x on writes
+/// liveness keys, so a count of 0 elsewhere would be a lie.
+pub const QUEUE_WORKERS: bool = false;
+/// `targets.<name>.queue.workers` with PostgreSQL: the database backend always writes its
+/// `worker_alive:*` rows.
+pub const QUEUE_WORKERS_DATABASE: bool = true;
+/// `targets.<name>.queue.scheduler_tasks`: GlitchTip 6's periodic tasks with a short
+/// period, each with the longest age its last run may reach while the scheduler lives.
+/// `uptime-dispatch-checks` runs every second: 30 s late is a dead scheduler, and the
+/// alert fires by 30 + 15 (read) + 15 (scrape) + 15 (evaluation) = 75 s after the death.
+/// `send-alert-notifications` runs every minute (it counts where uptime checks are off).
+/// Daily tasks (`perform-maintenance`, …) are no heartbeat and are not listed.
+pub const QUEUE_SCHEDULER_TASKS: [(&str, Duration); 2] = [
+    ("send-alert-notifications", Duration::from_secs(150)),
+    ("uptime-dispatch-checks", Duration::from_secs(30)),
+];
+/// The longest reply the queue reader takes from Redis/Valkey or PostgreSQL, per command
+/// (Redis) or per read (PostgreSQL): a huge value or an endless reply fails the read with
+/// `reply_too_large` once this much is buffered.
+pub const QUEUE_MAX_REPLY_BYTES: usize = 1024 * 1024;
 
 /// The delay of the canary's one quick re-run after a first failure: `interval − timeout`
 /// (at least a tenth of the interval). A canary that failed slowly (not visible: it took the whole timeout) is

@@ -520,7 +520,7 @@ async fn read_queue(
     let Some(spec) = config.targets.iter().find_map(|t| t.queue.clone()) else {
         return ("queue: not configured".to_owned(), None);
     };
-    let read = crate::queue::read::read(&spec, &env.resolver, env.clock.as_ref());
+    let read = crate::queue::read::read(&spec, &env.resolver, env.clock.as_ref(), None);
     match tokio::time::timeout(timeout, read).await {
         Err(_) => (
             "queue: no answer from Redis/Valkey before the timeout".to_owned(),

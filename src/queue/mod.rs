@@ -1,19 +1,27 @@
-//! GlitchTip's worker internals, read from its Redis/Valkey: queue lengths, the
-//! scheduler's last run of each periodic task (6.x), and live workers.
+//! GlitchTip's worker internals, read from its Redis/Valkey or (django-vtasks' database
+//! backend) PostgreSQL: queue lengths, the scheduler's last run of each periodic task
+//! (6.x), whether the scheduler lives, and live workers.
 //!
 //! Separate from [`crate::checks`] because nothing about GlitchTip's HTTP side is probed:
-//! one reader task per target reads a few keys on its own interval, in interval and scrape
-//! mode alike, and keeps the last [`read::Reading`]; [`metrics`] renders the readings at
-//! scrape time. Reading is strictly read-only ([`read`]).
+//! one reader task per target reads a few keys or rows on its own interval, in interval
+//! and scrape mode alike, and keeps the last [`read::Reading`]; [`metrics`] renders the
+//! readings at scrape time. Reading is strictly read-only ([`valkey`], [`postgres`]).
 //!
 //! - [`config`]: `[targets.<name>.queue]`, raw and validated.
-//! - [`read`]: connecting, detecting the layout, reading.
+//! - [`read`]: what a read found, its failure reasons, the pure parsing of values.
+//! - [`valkey`], [`postgres`]: connecting, detecting the layout, reading, one per backend.
+//! - [`capped`]: the per-reply byte budget both readers' connections go through.
+//! - [`watch`]: the scheduler judged over successive reads (a key that vanished).
 //! - [`metrics`]: the `glitchtip_queue_*`, `glitchtip_scheduler_last_run_age_seconds` and
 //!   `glitchtip_workers` series.
 
+pub mod capped;
 pub mod config;
 pub mod metrics;
+pub mod postgres;
 pub mod read;
+pub mod valkey;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +32,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{QueueSpec, RawQueue};
+pub use read::parse_last_run;
 use read::{QueueReason, Reading};
 
 use crate::clock::Clock;
@@ -139,6 +148,9 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let mut next = Instant::now();
+    // What this reader remembers across reads: the layout found, the heartbeat tasks seen.
+    let mut layout: Option<read::Layout> = None;
+    let mut watch = watch::Watch::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -147,7 +159,10 @@ async fn run(
         let started = Instant::now();
         let reading = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(spec.timeout, read::read(&spec, &resolver, clock.as_ref())) => {
+            r = tokio::time::timeout(
+                spec.timeout,
+                read::read(&spec, &resolver, clock.as_ref(), layout.as_ref()),
+            ) => {
                 r.unwrap_or_else(|_| Reading {
                     reason: QueueReason::Timeout,
                     detail: Some(format!(
@@ -158,6 +173,20 @@ async fn run(
                 })
             }
         };
+        let mut reading = reading;
+        if reading.reason == QueueReason::None {
+            layout.clone_from(&reading.layout);
+            if matches!(
+                reading.layout,
+                Some(read::Layout::Vtasks { .. } | read::Layout::Database)
+            ) {
+                reading.scheduler = watch.judge(
+                    &spec.scheduler_tasks,
+                    &reading.last_run_ages,
+                    crate::clock::unix_seconds(clock.now()),
+                );
+            }
+        }
         let previous = lock(&last).replace(reading.clone());
         log_change(&spec, previous.as_ref(), &reading);
         next = (started + spec.interval).max(Instant::now());
@@ -183,5 +212,21 @@ fn log_change(spec: &QueueSpec, previous: Option<&Reading>, now: &Reading) {
             detail = now.detail.as_deref().unwrap_or(""),
             "queue read failing"
         ),
+    }
+    let scheduler_before = previous.and_then(|p| p.scheduler);
+    match now.scheduler {
+        Some(s) if Some(s) != scheduler_before && s != watch::SchedulerReason::None => {
+            tracing::warn!(
+                target_name = target,
+                reason = s.as_str(),
+                "scheduler not running: no heartbeat task ran within its limit"
+            )
+        }
+        Some(watch::SchedulerReason::None)
+            if scheduler_before.is_some_and(|b| b != watch::SchedulerReason::None) =>
+        {
+            tracing::info!(target_name = target, "scheduler running again")
+        }
+        _ => {}
     }
 }

@@ -1,37 +1,20 @@
-//! One read of GlitchTip's queue keys: connect, authenticate, detect the layout, read.
-//!
-//! Read-only by construction: the only commands sent are `AUTH` (by the client, when a
-//! password is set), `SELECT` (when the URL names a database other than 0), `PING`,
-//! `EXISTS`, `SCAN … MATCH … COUNT …`, `LLEN` and `GET` — never `KEYS`, never a write,
-//! never a pop. An ACL user allowed only these works (see the README).
-//!
-//! The connection is made here (injected resolver, TCP, rustls for `rediss://`) and handed
-//! to the `redis` crate, so that tests never reach the system resolver and TLS uses the
-//! exporter's one crypto provider. A fresh connection per read: nothing stale survives a
-//! Redis restart.
+//! One read of GlitchTip's queues, whatever the backend: what a read found
+//! ([`Reading`]), why it failed ([`QueueReason`]), and the pure interpretation of what the
+//! servers answer ([`parse_last_run`]). The readers themselves are
+//! [`super::valkey`] and [`super::postgres`].
 
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, RedisConnectionInfo, RedisError, ServerErrorKind};
-
-use super::config::{LayoutChoice, QueueSpec};
-use crate::clock::{Clock, unix_seconds};
-use crate::config::defaults::{MAX_LABEL_VALUE_CHARS, QUEUE_PREFIXES};
-use crate::net::connect::{AbortOnDrop, Io, resolve, tcp_connect};
+use super::config::{Backend, QueueSpec};
+use super::watch::SchedulerReason;
+use crate::clock::Clock;
 use crate::net::resolver::Resolver;
 
-/// The queues of the vtasks layout: ready lists `<prefix>:q:<name>`.
-pub const VTASKS_QUEUES: [&str; 3] = ["default", "ingest", "failed"];
-/// The Celery queue (GlitchTip 5.x).
-pub const CELERY_QUEUE: &str = "celery";
 /// Most periodic tasks reported: a bound on the `task` label's values.
 pub const MAX_TASKS: usize = 32;
-/// `SCAN … COUNT`: keys looked at per round trip.
-const SCAN_COUNT: usize = 1000;
-/// Most `SCAN` round trips per pattern (10 million keys looked at), so that a huge
-/// keyspace cannot keep a read busy past its deadline for nothing.
-const MAX_SCAN_ROUNDS: usize = 10_000;
+/// A last run this far ahead of the exporter's clock is a clock difference (age 0);
+/// further ahead it is no last run at all.
+pub const MAX_CLOCK_AHEAD_SECONDS: f64 = 60.0;
 
 /// Why the last read failed, from a fixed set: the `reason` label of
 /// `glitchtip_queue_failure_reason`.
@@ -54,13 +37,16 @@ pub enum QueueReason {
     Denied,
     /// Neither GlitchTip layout's keys exist (wrong server or database?).
     UnknownLayout,
+    /// A reply was larger than the reader takes (1 MiB), or more keys matched a pattern
+    /// than it counts: a huge value, an endless reply, or not GlitchTip's server.
+    ReplyTooLarge,
     /// Any other server error or unexpected answer.
     Error,
 }
 
 impl QueueReason {
     /// Every reason.
-    pub const ALL: [QueueReason; 9] = [
+    pub const ALL: [QueueReason; 10] = [
         QueueReason::None,
         QueueReason::Dns,
         QueueReason::Connect,
@@ -69,6 +55,7 @@ impl QueueReason {
         QueueReason::Auth,
         QueueReason::Denied,
         QueueReason::UnknownLayout,
+        QueueReason::ReplyTooLarge,
         QueueReason::Error,
     ];
 
@@ -83,6 +70,7 @@ impl QueueReason {
             QueueReason::Auth => "auth",
             QueueReason::Denied => "denied",
             QueueReason::UnknownLayout => "unknown_layout",
+            QueueReason::ReplyTooLarge => "reply_too_large",
             QueueReason::Error => "error",
         }
     }
@@ -98,6 +86,8 @@ pub enum Layout {
         /// `{vt}` or `vt` (or the configured one).
         prefix: String,
     },
+    /// django-vtasks' database backend (tables `db_queuedtask`, `db_vtaskmetadata`).
+    Database,
 }
 
 impl Layout {
@@ -106,13 +96,14 @@ impl Layout {
         match self {
             Layout::Celery => "celery",
             Layout::Vtasks { .. } => "vtasks",
+            Layout::Database => "database",
         }
     }
 
     /// The `prefix` label value (empty for Celery).
     pub fn prefix(&self) -> &str {
         match self {
-            Layout::Celery => "",
+            Layout::Celery | Layout::Database => "",
             Layout::Vtasks { prefix } => prefix,
         }
     }
@@ -131,12 +122,20 @@ pub struct Reading {
     pub lengths: Vec<(String, u64)>,
     /// `(task, seconds since its last run)` at the time of the read (vtasks only).
     pub last_run_ages: Vec<(String, f64)>,
-    /// Live workers (`<prefix>:alive:*` keys), when configured and vtasks.
+    /// Live workers (`<prefix>:alive:*` keys, `worker_alive:*` rows), when configured
+    /// and vtasks or database.
     pub workers: Option<u64>,
+    /// `(queue, status, tasks)`: every task by status (database only).
+    pub statuses: Vec<(String, String, u64)>,
+    /// `(queue, seconds)`: age of the oldest task that may run now (database only).
+    pub oldest_ages: Vec<(String, f64)>,
+    /// The scheduler judged from its heartbeat tasks over successive reads (vtasks and
+    /// database, with `scheduler_tasks`); set by the reader's loop, not by one read.
+    pub scheduler: Option<SchedulerReason>,
 }
 
 impl Reading {
-    fn failed(reason: QueueReason, detail: impl Into<String>) -> Self {
+    pub(super) fn failed(reason: QueueReason, detail: impl Into<String>) -> Self {
         Self {
             reason,
             detail: Some(detail.into()),
@@ -145,223 +144,95 @@ impl Reading {
     }
 }
 
-/// Reads once; the caller owns the deadline (a read cut by it is a `timeout`).
-pub async fn read(spec: &QueueSpec, resolver: &Arc<dyn Resolver>, clock: &dyn Clock) -> Reading {
-    let (mut conn, _driver) = match connect(spec, resolver).await {
-        Ok(c) => c,
-        Err(reading) => return reading,
-    };
-    match read_layout(spec, &mut conn, clock).await {
-        Ok(reading) => reading,
-        Err(e) => {
-            let (reason, detail) = classify(&e);
-            Reading::failed(reason, detail)
-        }
-    }
-}
-
-async fn connect(
+/// Reads once with the spec's backend; the caller owns the deadline (a read cut by it is a
+/// `timeout`). `hint`: the layout an earlier read of this reader found.
+pub async fn read(
     spec: &QueueSpec,
     resolver: &Arc<dyn Resolver>,
-) -> Result<(MultiplexedConnection, AbortOnDrop), Reading> {
-    let addrs = resolve(resolver.as_ref(), &spec.host, spec.port)
-        .await
-        .map_err(|e| Reading::failed(QueueReason::Dns, e))?;
-    let stream = tcp_connect(&addrs)
-        .await
-        .map_err(|e| Reading::failed(QueueReason::Connect, e.to_string()))?;
-    let io: Box<dyn Io> = match &spec.tls {
-        Some(tls) => Box::new(
-            tokio_rustls::TlsConnector::from(tls.config.clone())
-                .connect(tls.server_name.clone(), stream)
-                .await
-                .map_err(|e| Reading::failed(QueueReason::Tls, e.to_string()))?,
-        ),
-        None => Box::new(stream),
-    };
-    // No CLIENT SETINFO: the ACL user needs no more than the read commands.
-    let mut info = RedisConnectionInfo::default()
-        .set_skip_set_lib_name()
-        .set_db(spec.db);
-    if let Some(user) = &spec.username {
-        info = info.set_username(user);
-    }
-    if let Some(password) = &spec.password {
-        info = info.set_password(password.expose());
-    }
-    let config = AsyncConnectionConfig::new()
-        .set_response_timeout(Some(spec.timeout))
-        .set_connection_timeout(Some(spec.timeout));
-    let (conn, driver) = MultiplexedConnection::new_with_config(&info, io, config)
-        .await
-        .map_err(|e| {
-            let (reason, detail) = classify(&e);
-            Reading::failed(reason, detail)
-        })?;
-    Ok((conn, AbortOnDrop(tokio::spawn(driver))))
-}
-
-/// A redis error as a reason and a detail (the server's message names no secret).
-fn classify(e: &RedisError) -> (QueueReason, String) {
-    let code = e.code().unwrap_or_default();
-    let reason =
-        if e.kind() == ErrorKind::AuthenticationFailed || matches!(code, "WRONGPASS" | "NOAUTH") {
-            QueueReason::Auth
-        } else if e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) || code == "NOPERM" {
-            QueueReason::Denied
-        } else if e.is_timeout() {
-            QueueReason::Timeout
-        } else if e.is_io_error() || e.is_connection_refusal() {
-            QueueReason::Connect
-        } else {
-            QueueReason::Error
-        };
-    (reason, e.to_string())
-}
-
-async fn read_layout(
-    spec: &QueueSpec,
-    conn: &mut MultiplexedConnection,
     clock: &dyn Clock,
-) -> Result<Reading, RedisError> {
-    redis::cmd("PING").query_async::<()>(conn).await?;
-    let candidates: Vec<String> = match &spec.prefix {
-        Some(p) => vec![p.clone()],
-        None => QUEUE_PREFIXES.iter().map(|p| (*p).to_owned()).collect(),
-    };
-    if spec.layout != LayoutChoice::Celery {
-        for prefix in &candidates {
-            // Keys that exist even when every queue is empty (an empty list does not).
-            let scheduler = scan(conn, &format!("{prefix}:scheduler:*"), usize::MAX).await?;
-            if !scheduler.is_empty() || has_queue(conn, prefix).await? {
-                return read_vtasks(spec, conn, clock, prefix, &scheduler).await;
-            }
+    hint: Option<&Layout>,
+) -> Reading {
+    match spec.backend {
+        Backend::Valkey => super::valkey::read(spec, resolver, clock, hint).await,
+        Backend::Database => super::postgres::read(spec, resolver, clock).await,
+    }
+}
+
+/// Why a last-run value is no last run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LastRunError {
+    /// Not a decimal number (django-vtasks writes `str(datetime.timestamp())`).
+    #[error("a last-run value is not a number of seconds since 1970")]
+    NotANumber,
+    /// Negative, infinite or not a number.
+    #[error("a last-run value is out of range")]
+    OutOfRange,
+}
+
+/// A scheduler last-run value as stored by django-vtasks (`"1733300000.123456"`, epoch
+/// seconds as text; surrounding ASCII white space allowed) as epoch seconds. Pure, for
+/// fuzzing: any bytes give a value or an error, never a panic.
+pub fn parse_last_run(value: &[u8]) -> Result<f64, LastRunError> {
+    let text = std::str::from_utf8(value)
+        .map_err(|_| LastRunError::NotANumber)?
+        .trim_matches(|c: char| c.is_ascii_whitespace());
+    // Digits, one dot, an exponent at most: no "inf", "nan", "+", hex or words.
+    if text.is_empty()
+        || text.len() > 64
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-'))
+    {
+        return Err(LastRunError::NotANumber);
+    }
+    let epoch: f64 = text.parse().map_err(|_| LastRunError::NotANumber)?;
+    if !epoch.is_finite() || epoch < 0.0 {
+        return Err(LastRunError::OutOfRange);
+    }
+    Ok(epoch)
+}
+
+/// The age of a last run at `now` (both epoch seconds): 0 for a run slightly ahead of
+/// the exporter's clock, `None` for one over [`MAX_CLOCK_AHEAD_SECONDS`] ahead.
+pub fn last_run_age(epoch: f64, now: f64) -> Option<f64> {
+    let age = now - epoch;
+    (age >= -MAX_CLOCK_AHEAD_SECONDS).then_some(age.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_run_values() {
+        assert_eq!(parse_last_run(b"1733300000.125"), Ok(1_733_300_000.125));
+        assert_eq!(parse_last_run(b" 1733300000\n"), Ok(1_733_300_000.0));
+        assert_eq!(parse_last_run(b"1.7333e9"), Ok(1.7333e9));
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"inf",
+            b"NaN",
+            b"+1",
+            b"0x10",
+            b"1 2",
+            b"\xff",
+        ] {
+            assert_eq!(
+                parse_last_run(bad),
+                Err(LastRunError::NotANumber),
+                "{bad:?}"
+            );
         }
-        if spec.layout == LayoutChoice::Vtasks {
-            // Configured, and no key under any candidate prefix yet: empty queues.
-            let prefix = candidates.first().cloned().unwrap_or_default();
-            return read_vtasks(spec, conn, clock, &prefix, &[]).await;
-        }
+        assert_eq!(parse_last_run(b"-5"), Err(LastRunError::OutOfRange));
+        assert_eq!(parse_last_run(b"1e400"), Err(LastRunError::OutOfRange));
+        assert_eq!(parse_last_run(&[b'1'; 100]), Err(LastRunError::NotANumber));
     }
-    let celery = redis::cmd("EXISTS")
-        .arg(CELERY_QUEUE)
-        .query_async::<u64>(conn)
-        .await?
-        > 0
-        || !scan(conn, "_kombu.binding.*", 1).await?.is_empty();
-    if celery || spec.layout == LayoutChoice::Celery {
-        let length = llen(conn, CELERY_QUEUE).await?;
-        return Ok(Reading {
-            layout: Some(Layout::Celery),
-            lengths: vec![(CELERY_QUEUE.to_owned(), length)],
-            ..Reading::default()
-        });
-    }
-    Ok(Reading::failed(
-        QueueReason::UnknownLayout,
-        "no GlitchTip queue keys: neither <prefix>:scheduler:* (6.x) nor celery/_kombu.binding.* (5.x); check the URL's database number",
-    ))
-}
 
-async fn has_queue(conn: &mut MultiplexedConnection, prefix: &str) -> Result<bool, RedisError> {
-    let mut cmd = redis::cmd("EXISTS");
-    for queue in VTASKS_QUEUES {
-        cmd.arg(format!("{prefix}:q:{queue}"));
+    #[test]
+    fn ages_ahead_of_the_clock() {
+        assert_eq!(last_run_age(100.0, 130.5), Some(30.5));
+        assert_eq!(last_run_age(150.0, 130.0), Some(0.0));
+        assert_eq!(last_run_age(191.0, 130.0), None);
     }
-    Ok(cmd.query_async::<u64>(conn).await? > 0)
-}
-
-async fn read_vtasks(
-    spec: &QueueSpec,
-    conn: &mut MultiplexedConnection,
-    clock: &dyn Clock,
-    prefix: &str,
-    scheduler_keys: &[String],
-) -> Result<Reading, RedisError> {
-    let mut lengths = Vec::with_capacity(VTASKS_QUEUES.len());
-    for queue in VTASKS_QUEUES {
-        lengths.push((
-            queue.to_owned(),
-            llen(conn, &format!("{prefix}:q:{queue}")).await?,
-        ));
-    }
-    let last_run_prefix = format!("{prefix}:scheduler:vtasks_last_run:");
-    let mut tasks: Vec<&str> = scheduler_keys
-        .iter()
-        .filter_map(|k| k.strip_prefix(&last_run_prefix))
-        .filter(|t| !t.is_empty())
-        .collect();
-    tasks.sort_unstable();
-    tasks.dedup();
-    tasks.truncate(MAX_TASKS);
-    let mut last_run_ages = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let value: Option<String> = redis::cmd("GET")
-            .arg(format!("{last_run_prefix}{task}"))
-            .query_async(conn)
-            .await?;
-        // The scheduler stores `str(datetime.timestamp())`; a key gone or unreadable
-        // since the scan is skipped.
-        let Some(epoch) = value
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|e| e.is_finite())
-        else {
-            continue;
-        };
-        // A worker clock ahead of the exporter's would give a negative age: 0.
-        let age = (unix_seconds(clock.now()) - epoch).max(0.0);
-        let label: String = task.chars().take(MAX_LABEL_VALUE_CHARS).collect();
-        last_run_ages.push((label, age));
-    }
-    let workers = if spec.workers {
-        Some(
-            scan(conn, &format!("{prefix}:alive:*"), usize::MAX)
-                .await?
-                .len() as u64,
-        )
-    } else {
-        None
-    };
-    Ok(Reading {
-        layout: Some(Layout::Vtasks {
-            prefix: prefix.to_owned(),
-        }),
-        lengths,
-        last_run_ages,
-        workers,
-        ..Reading::default()
-    })
-}
-
-async fn llen(conn: &mut MultiplexedConnection, key: &str) -> Result<u64, RedisError> {
-    redis::cmd("LLEN").arg(key).query_async::<u64>(conn).await
-}
-
-/// Every key matching `pattern` (`SCAN`, never `KEYS`), stopping after `limit` found.
-async fn scan(
-    conn: &mut MultiplexedConnection,
-    pattern: &str,
-    limit: usize,
-) -> Result<Vec<String>, RedisError> {
-    let mut found = Vec::new();
-    let mut cursor: u64 = 0;
-    for _ in 0..MAX_SCAN_ROUNDS {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(conn)
-            .await?;
-        found.extend(keys);
-        if next == 0 || found.len() >= limit {
-            break;
-        }
-        cursor = next;
-    }
-    // SCAN may return a key twice.
-    found.sort_unstable();
-    found.dedup();
-    Ok(found)
 }

@@ -784,11 +784,11 @@ fn bad_canary_and_queue_tables_name_the_key_and_never_the_secret() {
         ),
         (
             "[targets.p.queue]\nurl = \"http://valkey:6379\"\n".to_owned(),
-            "targets.p.queue.url: a URL such as \"redis://valkey:6379/0\" or \"rediss://valkey:6380/0\", got scheme \"http\"",
+            "targets.p.queue.url: a URL such as \"redis://valkey:6379/0\", \"rediss://valkey:6380/0\" or \"postgres://exporter@db:5432/glitchtip\", got scheme \"http\"",
         ),
         (
             "[targets.p.queue]\nurl = \"redis://valkey/x\"\n".to_owned(),
-            "targets.p.queue.url: a URL such as \"redis://valkey:6379/0\" or \"rediss://valkey:6380/0\": the path is the database number, got \"x\"",
+            "targets.p.queue.url: a URL such as \"redis://valkey:6379/0\", \"rediss://valkey:6380/0\" or \"postgres://exporter@db:5432/glitchtip\": the path is the database number, got \"x\"",
         ),
         (
             "[targets.p.queue]\nurl = \"redis://valkey\"\nlayout = \"celery\"\nworkers = true\n"

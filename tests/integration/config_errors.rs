@@ -126,6 +126,11 @@ cases! {
     queue_interval_huge, "queue_interval_huge.toml", "config file {file}: targets.prod.queue.interval: a duration from 100ms to 1day, got 100years";
     shutdown_timeout_huge, "shutdown_timeout_huge.toml", "config file {file}: server.shutdown_timeout: a duration from 0s to 1h, got 2h";
     toml_syntax, "toml_syntax.toml", "config file {file}: TOML syntax error at line 3, column 37: invalid basic string, expected `\"`";
+    queue_scheduler_task_age_bad, "queue_scheduler_task_age_bad.toml", r#"config file {file}: targets.prod.queue.scheduler_tasks.uptime-dispatch-checks: a duration above zero, such as "30s", got "soon""#;
+    queue_scheduler_task_name_bad, "queue_scheduler_task_name_bad.toml", r#"config file {file}: targets.prod.queue.scheduler_tasks: task names of 1 to 64 letters, digits, -, _, . or :, got "it's""#;
+    queue_postgres_sslmode_prefer, "queue_postgres_sslmode_prefer.toml", r#"config file {file}: targets.prod.queue.url: sslmode disable, require or verify-full, got "prefer""#;
+    queue_postgres_without_user, "queue_postgres_without_user.toml", r#"config file {file}: targets.prod.queue.url: a user name in a postgres:// URL, such as "postgres://glitchtip_exporter@db:5432/glitchtip""#;
+    queue_postgres_with_prefix, "queue_postgres_with_prefix.toml", "config file {file}: targets.prod.queue.prefix: no such setting with a postgres:// URL (the tables are django-vtasks')";
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! servers on 127.0.0.1:0.
 
 mod helpers;
+mod postgres;
 mod stub;
 mod stub_ingest;
 
@@ -15,6 +16,7 @@ mod e2e;
 mod extreme_configs;
 mod heartbeat;
 mod queue;
+mod queue_postgres;
 mod redirects;
 mod reload;
 mod scenarios;

@@ -9,8 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use glitchtip_exporter::clock::ManualClock;
 use redis::aio::MultiplexedConnection;
 
 use crate::helpers::{CLOCK_START, Samples, TEST_HOST, TestExporter, deps, start};
@@ -49,7 +51,7 @@ impl Drop for Redis {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -231,7 +233,12 @@ async fn load_vtasks(redis: &Redis, prefix: &str, uptime_age: f64) {
 }
 
 /// Writes the password file and a config with only a queue table.
-fn config(dir: &tempfile::TempDir, url: &str, password: Option<&str>, extra: &str) -> String {
+pub(crate) fn config(
+    dir: &tempfile::TempDir,
+    url: &str,
+    password: Option<&str>,
+    extra: &str,
+) -> String {
     let password_line = match password {
         Some(p) => {
             let file = dir.path().join("redis-password");
@@ -239,6 +246,11 @@ fn config(dir: &tempfile::TempDir, url: &str, password: Option<&str>, extra: &st
             format!("password = {{ file = \"{}\" }}\n", file.display())
         }
         None => String::new(),
+    };
+    let timing = if extra.contains("interval =") {
+        ""
+    } else {
+        "interval = \"100ms\"\ntimeout = \"100ms\"\n"
     };
     format!(
         r#"
@@ -252,9 +264,7 @@ timeout = "1s"
 
 [targets.stub.queue]
 url = "{url}"
-interval = "100ms"
-timeout = "100ms"
-{password_line}{extra}
+{timing}{password_line}{extra}
 "#
     )
 }
@@ -263,35 +273,63 @@ fn exporter_url(redis: &Redis) -> String {
     format!("redis://{EXPORTER_USER}@127.0.0.1:{}/0", redis.port)
 }
 
-async fn start_reader(
+pub(crate) async fn start_reader(
     dir: &tempfile::TempDir,
     url: &str,
     password: Option<&str>,
     extra: &str,
 ) -> TestExporter {
-    let (deps, _clock) = deps();
-    start(&config(dir, url, password, extra), deps).await
+    start_reader_with_clock(dir, url, password, extra).await.0
+}
+
+/// [`start_reader`], and the exporter's manual clock.
+pub(crate) async fn start_reader_with_clock(
+    dir: &tempfile::TempDir,
+    url: &str,
+    password: Option<&str>,
+    extra: &str,
+) -> (TestExporter, Arc<ManualClock>) {
+    let (deps, clock) = deps();
+    (start(&config(dir, url, password, extra), deps).await, clock)
 }
 
 /// Polls `/metrics` until `cond` holds (at most 15 s).
-async fn wait_for(exporter: &TestExporter, what: &str, cond: impl Fn(&Samples) -> bool) -> Samples {
+pub(crate) async fn wait_for(
+    exporter: &TestExporter,
+    what: &str,
+    cond: impl Fn(&Samples) -> bool,
+) -> Samples {
     exporter.wait_for(what, &["queue", "worker"], cond).await
 }
 
-fn up(s: &Samples) -> Option<f64> {
+pub(crate) fn up(s: &Samples) -> Option<f64> {
     s.find("glitchtip_queue_up", &[("target", "stub")])
         .first()
         .map(|(_, v)| *v)
 }
 
-fn length(s: &Samples, queue: &str) -> f64 {
+pub(crate) fn length(s: &Samples, queue: &str) -> f64 {
     s.get(
         "glitchtip_queue_length",
         &[("target", "stub"), ("queue", queue)],
     )
 }
 
-fn queue_reason(s: &Samples) -> String {
+/// `glitchtip_queue_scheduler_up` and its reason, if exported.
+pub(crate) fn scheduler(s: &Samples) -> Option<(f64, String)> {
+    let up = s
+        .find("glitchtip_queue_scheduler_up", &[("target", "stub")])
+        .first()
+        .map(|(_, v)| *v)?;
+    let reasons = s.find(
+        "glitchtip_queue_scheduler_failure_reason",
+        &[("target", "stub")],
+    );
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    Some((up, reasons[0].0["reason"].clone()))
+}
+
+pub(crate) fn queue_reason(s: &Samples) -> String {
     let found = s.find("glitchtip_queue_failure_reason", &[("target", "stub")]);
     assert_eq!(found.len(), 1, "{found:?}");
     found[0].0["reason"].clone()
@@ -442,6 +480,8 @@ async fn celery_layout_is_detected_with_an_empty_queue() {
     .await;
     assert!(!s.has("glitchtip_scheduler_last_run_age_seconds", &[]));
     assert!(!s.has("glitchtip_workers", &[]));
+    // 5.x has no scheduler key: no judgement rather than a guess.
+    assert!(!s.has("glitchtip_queue_scheduler_up", &[]));
     exporter.stop().await;
 }
 
@@ -500,6 +540,7 @@ async fn failing(url: &str, password: Option<&str>) -> Samples {
         "glitchtip_scheduler_last_run_age_seconds",
         "glitchtip_workers",
         "glitchtip_queue_layout_info",
+        "glitchtip_queue_scheduler_up",
     ] {
         assert!(!s.has(name, &[]), "{name} while the read fails");
     }
@@ -618,4 +659,235 @@ fn a_password_in_the_url_is_refused_without_repeating_it() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn a_2_mib_last_run_value_is_reply_too_large_and_costs_no_more_than_the_cap() {
+    let redis = Redis::start().await;
+    redis.acl_user(EXPORTER_ACL).await;
+    load_vtasks(&redis, "{vt}", 1.0).await;
+    let huge = "7".repeat(2 * 1024 * 1024);
+    redis
+        .run(&[
+            "SET",
+            "{vt}:scheduler:vtasks_last_run:uptime-dispatch-checks",
+            &huge,
+        ])
+        .await;
+    let s = failing(&exporter_url(&redis), Some(EXPORTER_PASSWORD)).await;
+    assert_eq!(queue_reason(&s), "reply_too_large");
+}
+
+#[tokio::test]
+async fn more_live_worker_keys_than_counted_is_reply_too_large() {
+    let redis = Redis::start().await;
+    redis.acl_user(EXPORTER_ACL).await;
+    load_vtasks(&redis, "{vt}", 1.0).await;
+    // A keyspace where every key looks like a worker's: 20 000 of them.
+    for chunk in 0..4 {
+        let mut args = vec!["MSET".to_owned()];
+        for i in 0..5000 {
+            args.push(format!("{{vt}}:alive:host-{chunk}-{i}"));
+            args.push("1".to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        redis.run(&args).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = start_reader(
+        &dir,
+        &exporter_url(&redis),
+        Some(EXPORTER_PASSWORD),
+        "workers = true\ninterval = \"2s\"\ntimeout = \"2s\"\n",
+    )
+    .await;
+    let s = wait_for(&exporter, "a failed read", |s| up(s) == Some(0.0)).await;
+    assert_eq!(queue_reason(&s), "reply_too_large");
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn an_endless_reply_is_cut_at_the_cap() {
+    // A server that answers PING, then sends an endless SCAN reply (one array announcing a
+    // billion keys): the read fails after 1 MiB instead of buffering it all.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                if n == 0 || !String::from_utf8_lossy(&buf[..n]).contains("PING") {
+                    return;
+                }
+                let _ = stream.write_all(b"+PONG\r\n").await;
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(b"*2\r\n$1\r\n0\r\n*1000000000\r\n").await;
+                let chunk = b"$8\r\n{vt}:q:x\r\n".repeat(4096);
+                while stream.write_all(&chunk).await.is_ok() {
+                    counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = start_reader(
+        &dir,
+        &format!("redis://127.0.0.1:{port}/0"),
+        None,
+        "interval = \"5s\"\ntimeout = \"5s\"\n",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let s = wait_for(&exporter, "a failed read", |s| up(s) == Some(0.0)).await;
+    let took = started.elapsed();
+    assert_eq!(queue_reason(&s), "reply_too_large", "after {took:?}");
+    exporter.stop().await;
+    server.abort();
+    // The server could push a little more than the cap into socket buffers, not more.
+    let pushed = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(pushed < 16 * 1024 * 1024, "{pushed} bytes sent");
+}
+
+/// Runs a vtasks reader with `workers = true` on `redis` and answers it with its clock.
+async fn scheduler_reader(
+    redis: &Redis,
+    dir: &tempfile::TempDir,
+) -> (TestExporter, Arc<ManualClock>) {
+    start_reader_with_clock(
+        dir,
+        &exporter_url(redis),
+        Some(EXPORTER_PASSWORD),
+        "workers = true\n",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn scheduler_keys_gone_after_a_restart_without_persistence_while_workers_live_is_vanished() {
+    // django-vtasks 3.1.0, Valkey restarted without persistence: the worker is back
+    // ({vt}:alive:* fresh), the scheduler is dead, no last-run key is left.
+    let redis = Redis::start().await;
+    redis.acl_user(EXPORTER_ACL).await;
+    load_vtasks(&redis, "{vt}", 1.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (exporter, clock) = scheduler_reader(&redis, &dir).await;
+    let s = wait_for(&exporter, "a read", |s| up(s) == Some(1.0)).await;
+    assert_eq!(scheduler(&s), Some((1.0, "none".to_owned())));
+    redis
+        .run(&[
+            "DEL",
+            "{vt}:scheduler:vtasks_last_run:uptime-dispatch-checks",
+            "{vt}:scheduler:vtasks_last_run:send-alert-notifications",
+            "{vt}:q:default",
+            "{vt}:q:ingest",
+            "{vt}:q:failed",
+        ])
+        .await;
+    let s = wait_for(&exporter, "the keys gone", |s| {
+        up(s) == Some(1.0) && !s.has("glitchtip_scheduler_last_run_age_seconds", &[])
+    })
+    .await;
+    // Only the workers' keys are left: still GlitchTip 6, two live workers.
+    assert_eq!(s.get("glitchtip_workers", &[("target", "stub")]), 2.0);
+    assert_eq!(scheduler(&s), Some((1.0, "none".to_owned())));
+    clock.advance(Duration::from_secs(31));
+    let s = wait_for(&exporter, "the scheduler down", |s| {
+        scheduler(s).is_some_and(|(v, _)| v == 0.0)
+    })
+    .await;
+    assert_eq!(scheduler(&s), Some((0.0, "vanished".to_owned())));
+    assert_eq!(up(&s), Some(1.0));
+    // A scheduler that writes again is up again.
+    redis
+        .run(&[
+            "SET",
+            "{vt}:scheduler:vtasks_last_run:uptime-dispatch-checks",
+            &(CLOCK_START + 31).to_string(),
+        ])
+        .await;
+    wait_for(&exporter, "the scheduler up", |s| {
+        scheduler(s).is_some_and(|(v, _)| v == 1.0)
+    })
+    .await;
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn only_worker_keys_from_the_start_is_missing_after_the_grace() {
+    // The exporter started after the restart: it never saw a last-run key.
+    let redis = Redis::start().await;
+    redis.acl_user(EXPORTER_ACL).await;
+    redis
+        .run(&["SET", "{vt}:alive:worker-1-11", "1", "EX", "600"])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (exporter, clock) = scheduler_reader(&redis, &dir).await;
+    let s = wait_for(&exporter, "a read", |s| up(s) == Some(1.0)).await;
+    assert_eq!(
+        s.get(
+            "glitchtip_queue_layout_info",
+            &[("target", "stub"), ("layout", "vtasks"), ("prefix", "{vt}")]
+        ),
+        1.0
+    );
+    assert_eq!(scheduler(&s), Some((1.0, "none".to_owned())));
+    clock.advance(Duration::from_secs(31));
+    let s = wait_for(&exporter, "the scheduler down", |s| {
+        scheduler(s).is_some_and(|(v, _)| v == 0.0)
+    })
+    .await;
+    assert_eq!(scheduler(&s), Some((0.0, "missing".to_owned())));
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_heartbeat_task_is_down_and_an_old_daily_task_is_not() {
+    let redis = Redis::start().await;
+    redis.acl_user(EXPORTER_ACL).await;
+    load_vtasks(&redis, "{vt}", 1.0).await;
+    redis
+        .run(&[
+            "SET",
+            "{vt}:scheduler:vtasks_last_run:perform-maintenance",
+            &(CLOCK_START - 80_000).to_string(),
+        ])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (exporter, clock) = scheduler_reader(&redis, &dir).await;
+    let s = wait_for(&exporter, "a read", |s| up(s) == Some(1.0)).await;
+    assert_eq!(
+        s.get(
+            "glitchtip_scheduler_last_run_age_seconds",
+            &[("target", "stub"), ("task", "perform-maintenance")]
+        ),
+        80_000.0
+    );
+    assert_eq!(scheduler(&s), Some((1.0, "none".to_owned())));
+    // The keys stay (persistence), their age grows: stale once over 30 s.
+    clock.advance(Duration::from_secs(30));
+    let s = wait_for(&exporter, "the scheduler down", |s| {
+        scheduler(s).is_some_and(|(v, _)| v == 0.0)
+    })
+    .await;
+    assert_eq!(scheduler(&s), Some((0.0, "stale".to_owned())));
+    exporter.stop().await;
+}
+
+#[test]
+fn exporter_toml_shows_the_scheduler_tasks_default() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/exporter.toml")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("# scheduler_tasks = "))
+        .expect("scheduler_tasks is shown");
+    for (task, age) in glitchtip_exporter::config::defaults::QUEUE_SCHEDULER_TASKS {
+        let shown = format!("\"{task}\" = \"{}s\"", age.as_secs());
+        assert!(line.contains(&shown), "{shown} in {line}");
+    }
 }
