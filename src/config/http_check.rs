@@ -202,7 +202,7 @@ pub(super) fn build(
         let username = auth.check(&field("basic_auth"), ctx)?;
         let password = read_secret(&auth.password, &field("basic_auth.password"), ctx)?;
         fingerprint.secret(password.expose());
-        let value = basic_authorization(&username, password.expose()).ok_or_else(|| {
+        let value = basic_authorization(username, password.expose()).ok_or_else(|| {
             invalid(
                 &field("basic_auth"),
                 "a user name of visible ASCII characters".to_owned(),
