@@ -37,7 +37,8 @@ struct Cli {
     #[arg(long, value_name = "MODE", value_parser = ["interval", "scrape"])]
     mode: Option<String>,
 
-    /// Validate the config without touching the network, then exit 0 (valid) or 1.
+    /// Validate the config without touching the network, print its warnings, then exit 0
+    /// (valid, warnings or not) or 1.
     #[arg(long)]
     check_config: bool,
 
@@ -58,7 +59,10 @@ struct Cli {
 fn main() -> ExitCode {
     static_name_service();
     let cli = Cli::parse();
-    init_logging(&cli.log_level, &cli.log_format);
+    if let Err(e) = init_logging(&cli.log_level, &cli.log_format) {
+        eprintln!("error: --log-level: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -94,9 +98,11 @@ fn static_name_service() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu", target_feature = "crt-static")))]
 fn static_name_service() {}
 
-fn init_logging(filter: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Installs the log subscriber; an invalid filter is an error, not a silent `info`.
+fn init_logging(filter: &str, format: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map_err(|e| format!("a tracing filter such as \"info\" or \"glitchtip_exporter=debug\", got {filter:?} ({e})"))?;
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -107,6 +113,7 @@ fn init_logging(filter: &str, format: &str) {
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -119,6 +126,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let config = source.load()?;
     if cli.check_config {
+        for warning in config.warnings() {
+            eprintln!("warning: {warning}");
+        }
         println!(
             "config OK: {} targets, {} checks, mode {}, listen {}",
             config.targets.len(),

@@ -98,6 +98,24 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What start-up warns about and `--check-config` prints: each check over the 60 s
+    /// alert budget, named by its key, with its worst case.
+    pub fn warnings(&self) -> Vec<String> {
+        self.over_budget()
+            .map(|(spec, worst)| {
+                format!(
+                    "targets.{}.checks.{}: from outage to firing alert takes up to {} s (interval + 2 × timeout + retry_interval + 31 s), over the {} s alert budget",
+                    spec.target,
+                    spec.name,
+                    worst.as_secs(),
+                    defaults::ALERT_BUDGET.as_secs(),
+                )
+            })
+            .collect()
+    }
+}
+
 /// How probes are triggered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -53,7 +53,7 @@ fn command() -> Command {
 }
 
 /// Runs the binary to completion.
-async fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+pub(crate) async fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
     let out = timeout(PATIENCE, command().args(args).output())
         .await
         .expect("the binary finishes")
@@ -228,7 +228,7 @@ async fn check_config_accepts_the_example_config() {
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(
         stdout,
-        "config OK: 1 targets, 6 checks, mode interval, listen 0.0.0.0:10099\n"
+        "config OK: 1 targets, 5 checks, mode interval, listen 0.0.0.0:10099\n"
     );
     assert_eq!(stderr, "");
 }

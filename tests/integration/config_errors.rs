@@ -696,3 +696,55 @@ fn fifo_as_secret_file_or_config_file_is_refused_without_blocking() {
         )
     );
 }
+
+// ---- the command line ------------------------------------------------------------------
+
+#[tokio::test]
+async fn check_config_prints_the_start_up_warnings_and_exits_0() {
+    let file = write_toml(
+        "[targets.prod]\nurl = \"https://glitchtip.example.com\"\ndefault_checks = false\n[targets.prod.checks.page]\npath = \"/\"\ninterval = \"30s\"\n",
+    );
+    let (status, stdout, stderr) =
+        crate::binary::run_to_end(&["--check-config", "-c", file.path().to_str().unwrap()]).await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        "warning: targets.prod.checks.page: from outage to firing alert takes up to 74 s (interval + 2 × timeout + retry_interval + 31 s), over the 60 s alert budget\n"
+    );
+    assert_eq!(
+        stdout,
+        "config OK: 1 targets, 1 checks, mode interval, listen 0.0.0.0:10099\n"
+    );
+}
+
+#[tokio::test]
+async fn invalid_log_level_is_an_error_exit_1() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("exporter.toml");
+    let (status, stdout, stderr) = crate::binary::run_to_end(&[
+        "--log-level",
+        "info,[",
+        "--check-config",
+        "-c",
+        path.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        "error: --log-level: a tracing filter such as \"info\" or \"glitchtip_exporter=debug\", got \"info,[\" (invalid filter directive)\n"
+    );
+}
+
+#[tokio::test]
+async fn usage_error_exits_2_and_bad_config_exits_1() {
+    let (status, _, stderr) = crate::binary::run_to_end(&["--no-such-flag"]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let (status, _, stderr) = crate::binary::run_to_end(&[
+        "--check-config",
+        "-c",
+        fixture("server_mode_bad.toml").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+}

@@ -19,4 +19,5 @@ mod reload;
 mod scenarios;
 mod scrape_mode;
 mod secrets;
+mod shipped_config;
 mod tls;
