@@ -241,10 +241,10 @@ async fn check_config_rejects_a_bad_config_naming_file_and_key() {
     let (status, stdout, stderr) = run_to_end(&["--check-config", "-c", path]).await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stdout, "");
-    let prefix = format!("error: config file {path}: ");
+    let prefix = format!("error: config file {path}, line 6, column 1: ");
     assert!(stderr.starts_with(&prefix), "{stderr}");
     assert!(
-        stderr.contains("unknown field `expected_status`"),
+        stderr.contains("unknown key `expected_status`, did you mean `expect_status`?"),
         "{stderr}"
     );
     assert!(stderr.contains("targets.prod.checks.health"), "{stderr}");
@@ -262,7 +262,7 @@ async fn check_config_rejects_an_invalid_value_exactly() {
     assert_eq!(
         stderr,
         format!(
-            "error: config file {path}: server.mode: \"interval\" or \"scrape\", got \"push\"\n"
+            "error: config file {path}, line 3, column 1: server.mode: \"interval\" or \"scrape\", got \"push\"\n"
         )
     );
 }
