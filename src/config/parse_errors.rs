@@ -37,7 +37,8 @@ fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
     let doc = DeTable::parse(text).ok()?;
     let mut table = doc.get_ref();
     let mut found = None;
-    for part in key.split('.') {
+    // `expect_status[0]`: the array's key.
+    for part in key.split('.').map(|p| p.split('[').next().unwrap_or(p)) {
         let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part) else {
             break;
         };

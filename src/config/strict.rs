@@ -71,7 +71,10 @@ pub(crate) mod duration {
         }
 
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            Err(no_unit(&v.to_string(), &v.to_string()))
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(format!("{DURATION}, got {v}"))),
+            }
         }
 
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
@@ -79,7 +82,11 @@ pub(crate) mod duration {
         }
 
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            Err(no_unit(&v.to_string(), &v.to_string()))
+            if v >= 0.0 {
+                Err(no_unit(&v.to_string(), &v.to_string()))
+            } else {
+                Err(E::custom(format!("{DURATION}, got {v}")))
+            }
         }
     }
 }

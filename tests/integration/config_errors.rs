@@ -132,6 +132,8 @@ cases! {
     unknown_target_key, "unknown_target_key.toml", "config file {file}, line 4, column 1: targets.prod: unknown key `time_out`, did you mean `timeout`?";
     unknown_key_no_suggestion, "unknown_key_no_suggestion.toml", "config file {file}, line 3, column 1: server: unknown key `colour`, expected one of `listen`, `mode`, `shutdown_timeout`, `state_file`";
     secret_file_number, "secret_file_number.toml", "config file {file}, line 7, column 18: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read {dir}/5: No such file or directory (os error 2)";
+    duration_negative_number, "duration_negative_number.toml", r#"config file {file}, line 4, column 1: targets.prod.timeout: a duration such as "10s" or "1m 30s", got -5"#;
+    status_not_a_code, "status_not_a_code.toml", r#"config file {file}, line 6, column 1: targets.prod.checks.health.expect_status[0]: status codes such as 200 and ranges such as "200-299""#;
 }
 
 #[test]
