@@ -760,3 +760,27 @@ async fn usage_error_exits_2_and_bad_config_exits_1() {
     .await;
     assert_eq!(status.code(), Some(1), "{stderr}");
 }
+
+#[test]
+fn a_key_set_by_the_environment_is_not_located_in_the_file() {
+    // The file's value is overridden: its line would point at a value that is not used.
+    let file = write_toml(&format!("[server]\nmode = \"push\"\n{PROD}"));
+    let err =
+        load_with_env(file.path(), &[("GLITCHTIP_EXPORTER__SERVER__MODE", "pull")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            r#"config file {} with GLITCHTIP_EXPORTER__* environment overrides: server.mode: "interval" or "scrape", got "pull""#,
+            file.path().display()
+        )
+    );
+    // Without the override, the file's line.
+    let err = load_with_env(file.path(), &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            r#"config file {}, line 2, column 1: server.mode: "interval" or "scrape", got "push""#,
+            file.path().display()
+        )
+    );
+}
