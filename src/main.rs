@@ -37,7 +37,8 @@ struct Cli {
     #[arg(long, value_name = "MODE", value_parser = ["interval", "scrape"])]
     mode: Option<String>,
 
-    /// Validate the config without touching the network, then exit 0 (valid) or 1.
+    /// Validate the config without touching the network, print its warnings, then exit 0
+    /// (valid, warnings or not) or 1.
     #[arg(long)]
     check_config: bool,
 
@@ -65,7 +66,10 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    init_logging(&cli.log_level, &cli.log_format);
+    if let Err(e) = init_logging(&cli.log_level, &cli.log_format) {
+        eprintln!("error: --log-level: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -147,9 +151,11 @@ mod malloc {
     pub fn spawn_trim() {}
 }
 
-fn init_logging(filter: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Installs the log subscriber; an invalid filter is an error, not a silent `info`.
+fn init_logging(filter: &str, format: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map_err(|e| format!("a tracing filter such as \"info\" or \"glitchtip_exporter=debug\", got {filter:?} ({e})"))?;
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -160,6 +166,7 @@ fn init_logging(filter: &str, format: &str) {
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -172,6 +179,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let config = source.load()?;
     if cli.check_config {
+        for warning in config.warnings() {
+            eprintln!("warning: {warning}");
+        }
         println!(
             "config OK: {} targets, {} checks, mode {}, listen {}",
             config.targets.len(),

@@ -23,6 +23,7 @@ mod parse_errors;
 mod proxy;
 pub mod raw;
 mod secrets;
+mod strict;
 mod target;
 mod tls_check;
 mod values;
@@ -125,6 +126,24 @@ impl Config {
                 .saturating_add(defaults::SCRAPE_AND_EVALUATION);
             (worst > defaults::ALERT_BUDGET).then_some((c.as_ref(), worst))
         })
+    }
+}
+
+impl Config {
+    /// What start-up warns about and `--check-config` prints: each check over the 60 s
+    /// alert budget, named by its key, with its worst case.
+    pub fn warnings(&self) -> Vec<String> {
+        self.over_budget()
+            .map(|(spec, worst)| {
+                format!(
+                    "targets.{}.checks.{}: from outage to firing alert takes up to {} s (interval + 2 × timeout + retry_interval + 31 s), over the {} s alert budget",
+                    spec.target,
+                    spec.name,
+                    worst.as_secs(),
+                    defaults::ALERT_BUDGET.as_secs(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -246,6 +265,30 @@ impl ConfigSource {
             (None, false) => format!("{ENV_PREFIX}__* environment"),
         };
 
+        let mut text = None;
+        let loaded = self.load_from(&origin, &env, &overrides, &mut text);
+        match text {
+            // Every error about a key of the file names its line and column.
+            Some(text) => loaded.map_err(|e| {
+                parse_errors::at_line(e, &text, |key| {
+                    let var = format!("{ENV_PREFIX}__{}", key.to_uppercase().replace('.', "__"));
+                    overrides
+                        .keys()
+                        .any(|name| *name == var || name.starts_with(&format!("{var}__")))
+                })
+            }),
+            None => loaded,
+        }
+    }
+
+    fn load_from(
+        &self,
+        origin: &str,
+        env: &HashMap<String, String>,
+        overrides: &HashMap<String, String>,
+        file_text: &mut Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let origin = origin.to_owned();
         let mut builder = config::Config::builder();
         if let Some(file) = &self.file {
             // Read the file ourselves: the config crate's message for a missing file does
@@ -262,13 +305,14 @@ impl ConfigSource {
                 return Err(parse_error(message));
             }
             builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+            *file_text = Some(text);
         }
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
-                .source(Some(overrides)),
+                .source(Some(overrides.clone())),
         );
         let raw: RawConfig = builder
             .build()
@@ -281,7 +325,7 @@ impl ConfigSource {
             .map(Path::to_owned);
         let ctx = Context {
             origin: &origin,
-            env: &env,
+            env,
             base_dir: base_dir.as_deref(),
         };
         validate(raw, self, &ctx)

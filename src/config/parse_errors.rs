@@ -15,14 +15,89 @@ use super::ConfigError;
 /// the parser expected, without the line itself.
 pub(super) fn toml_syntax(text: &str) -> Option<String> {
     let err = text.parse::<toml::Table>().err()?;
-    let at = err.span().map_or(0, |s| s.start).min(text.len());
-    let before = text.get(..at).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    let (line, column) = line_column(text, err.span().map_or(0, |s| s.start));
     let message = err.message().trim().replace('\n', ", ");
     Some(format!(
         "TOML syntax error at line {line}, column {column}: {message}"
     ))
+}
+
+/// Line and column (from 1, the column in characters) of byte offset `at` of `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// Line and column in the TOML `text` of the dot-separated `key`: of its deepest part
+/// that the file holds (the key itself, or the table it is missing from).
+fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut found = None;
+    // `expect_status[0]`: the array's key.
+    for part in key.split('.').map(|p| p.split('[').next().unwrap_or(p)) {
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part) else {
+            break;
+        };
+        found = Some(k.span().start);
+        match v.get_ref() {
+            DeValue::Table(inner) => table = inner,
+            _ => break,
+        }
+    }
+    found.map(|at| line_column(text, at))
+}
+
+/// `err` with the line and column in the config file `text` of the key it names, unless
+/// the environment overrides that key (`overridden`) or the file does not hold it.
+pub(super) fn at_line(
+    err: ConfigError,
+    text: &str,
+    overridden: impl Fn(&str) -> bool,
+) -> ConfigError {
+    let unknown = |message: &str| {
+        message
+            .strip_prefix("unknown key `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned())
+    };
+    let key = match &err {
+        ConfigError::Invalid { key, expected, .. } => match unknown(expected) {
+            Some(name) => format!("{key}.{name}"),
+            None => key.clone(),
+        },
+        ConfigError::Parse { message, .. } => match unknown(message) {
+            Some(name) => name,
+            None => return err,
+        },
+        ConfigError::Unfinished { .. } => return err,
+    };
+    if overridden(&key) {
+        return err;
+    }
+    let Some((line, column)) = locate(text, &key) else {
+        return err;
+    };
+    let at = |origin: String| format!("{origin}, line {line}, column {column}");
+    match err {
+        ConfigError::Invalid {
+            origin,
+            key,
+            expected,
+        } => ConfigError::Invalid {
+            origin: at(origin),
+            key,
+            expected,
+        },
+        ConfigError::Parse { origin, message } => ConfigError::Parse {
+            origin: at(origin),
+            message,
+        },
+        other => other,
+    }
 }
 
 /// Rewrites an error of the `config` crate (deserialization included) for `origin`.
@@ -69,6 +144,9 @@ fn explain(err: config::ConfigError, key: Option<String>) -> (Option<String>, St
 /// (`unknown field `x`, expected one of …`, `missing field `y``).
 fn message_text(m: &str) -> String {
     let m = m.trim();
+    if let Some(unknown) = unknown_key(m) {
+        return unknown;
+    }
     if m.contains("untagged enum RawStatus") {
         return "status codes such as 200 and ranges such as \"200-299\"".to_owned();
     }
@@ -88,6 +166,24 @@ fn message_text(m: &str) -> String {
         return format!("{}, got {found}", expected_text(expected));
     }
     m.to_owned()
+}
+
+/// Serde's `unknown field `x`, expected one of `a`, `b`` as `unknown key `x``, with the
+/// closest known key when one is close enough to be a typo, else the known keys.
+fn unknown_key(m: &str) -> Option<String> {
+    let rest = m.strip_prefix("unknown field `")?;
+    let (name, known) = rest.split_once('`')?;
+    let candidates: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
+    let closest = candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(name, c), *c))
+        .min()
+        .filter(|(distance, c)| *distance <= (name.len().max(c.len()) / 3).max(1));
+    Some(match closest {
+        Some((_, c)) => format!("unknown key `{name}`, did you mean `{c}`?"),
+        None if candidates.is_empty() => format!("unknown key `{name}`"),
+        None => format!("unknown key `{name}`{known}"),
+    })
 }
 
 /// What kind of value `found` (serde's or the config crate's `Unexpected`) is, without the
@@ -185,9 +281,21 @@ mod tests {
         "a whole number, 0 or more, got -1"
     );
     case!(
-        unknown_field_kept,
+        unknown_key_far_from_every_known_one,
         message_text("unknown field `x`, expected `file` or `env`"),
-        "unknown field `x`, expected `file` or `env`"
+        "unknown key `x`, expected `file` or `env`"
+    );
+    case!(
+        unknown_key_close_to_a_known_one,
+        message_text(
+            "unknown field `expected_status`, expected one of `path`, `expect_status`, `keyword`"
+        ),
+        "unknown key `expected_status`, did you mean `expect_status`?"
+    );
+    case!(
+        unknown_key_of_a_table_without_keys,
+        message_text("unknown field `x`, there are no fields"),
+        "unknown key `x`"
     );
 
     #[test]

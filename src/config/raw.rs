@@ -37,7 +37,7 @@ pub struct RawServer {
     /// `interval` or `scrape`.
     pub mode: Option<String>,
     /// How long shutdown waits for running probes and open requests.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "super::strict::duration::deserialize")]
     pub shutdown_timeout: Option<Duration>,
     /// File that keeps heartbeat state across restarts (relative: to the working directory).
     pub state_file: Option<PathBuf>,
@@ -60,13 +60,13 @@ pub struct RawServer {
 pub struct RawSchedule {
     /// Time between two probes of a check (interval mode), or the least time between two
     /// probes (scrape mode).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "super::strict::duration::deserialize")]
     pub interval: Option<Duration>,
     /// Deadline of one probe.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "super::strict::duration::deserialize")]
     pub timeout: Option<Duration>,
     /// Delay of the one quick re-probe after a first failure (interval mode).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "super::strict::duration::deserialize")]
     pub retry_interval: Option<Duration>,
     /// Most bytes of a response body read.
     pub max_body_bytes: Option<u64>,
@@ -79,15 +79,16 @@ pub struct RawTarget {
     /// Base URL of the instance.
     pub url: Option<String>,
     /// Whether the default checks (health, database, api, dashboard) are added.
+    #[serde(default, deserialize_with = "super::strict::boolean::deserialize")]
     pub default_checks: Option<bool>,
     /// See [`RawSchedule::interval`].
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "super::strict::duration::deserialize")]
     pub interval: Option<Duration>,
     /// See [`RawSchedule::timeout`].
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "super::strict::duration::deserialize")]
     pub timeout: Option<Duration>,
     /// See [`RawSchedule::retry_interval`].
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "super::strict::duration::deserialize")]
     pub retry_interval: Option<Duration>,
     /// See [`RawSchedule::max_body_bytes`].
     pub max_body_bytes: Option<u64>,
@@ -118,6 +119,7 @@ pub struct RawTls {
     /// Extra PEM CA certificates trusted besides the built-in roots.
     pub ca_file: Option<PathBuf>,
     /// Skip certificate verification (reported in `glitchtip_check_tls_insecure`).
+    #[serde(default, deserialize_with = "super::strict::boolean::deserialize")]
     pub insecure_skip_verify: Option<bool>,
     /// Name to send as SNI and to verify the certificate against, instead of the URL's host.
     pub server_name: Option<String>,
@@ -129,6 +131,7 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawCheck {
     /// `false` removes the check (a default one included).
+    #[serde(default, deserialize_with = "super::strict::boolean::deserialize")]
     pub enabled: Option<bool>,
     /// HTTP method.
     pub method: Option<String>,
@@ -155,17 +158,18 @@ pub struct RawCheck {
     /// HTTP basic authentication.
     pub basic_auth: Option<RawBasicAuth>,
     /// See [`RawSchedule::interval`].
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "super::strict::duration::deserialize")]
     pub interval: Option<Duration>,
     /// See [`RawSchedule::timeout`].
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "super::strict::duration::deserialize")]
     pub timeout: Option<Duration>,
     /// See [`RawSchedule::retry_interval`].
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "super::strict::duration::deserialize")]
     pub retry_interval: Option<Duration>,
     /// See [`RawSchedule::max_body_bytes`].
     pub max_body_bytes: Option<u64>,
     /// Follow redirects instead of judging the first answer.
+    #[serde(default, deserialize_with = "super::strict::boolean::deserialize")]
     pub follow_redirects: Option<bool>,
     /// Most redirects followed.
     pub max_redirects: Option<u32>,
@@ -178,6 +182,7 @@ pub struct RawCheck {
     /// See [`RawTarget::sensitive_headers`]; added to the target's.
     pub sensitive_headers: Option<Vec<String>>,
     /// Follow a redirect from `https://` to `http://` (refused by default).
+    #[serde(default, deserialize_with = "super::strict::boolean::deserialize")]
     pub allow_https_to_http_redirect: Option<bool>,
     /// `host:port` the `tls` check connects to instead of the target URL's host and port
     /// (the `tls` check only).

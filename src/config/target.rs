@@ -130,6 +130,13 @@ pub(super) fn build(
         Some(raw_queue) => crate::queue::config::build(name, raw_queue, ctx)?.map(Arc::new),
         None => None,
     };
+    // A target that watches nothing is a mistake, not a choice: a queue alone is a reading.
+    if checks.is_empty() && queue.is_none() {
+        return Err(ctx.invalid(
+            &key,
+            format!("at least one enabled check, got none: keep the default checks (default_checks = true) or add a [{key}.checks.<name>] table with a path"),
+        ));
+    }
     Ok(Target {
         name: name.to_owned(),
         url,

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -65,20 +65,29 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// The built-in trust anchors plus the certificates of `ca_file`, if any.
 pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsConfigError> {
+    trust(ca_file).map(|(roots, _)| roots)
+}
+
+/// [`root_store`] and the certificates of `ca_file` as read (none without one).
+pub(crate) fn trust(
+    ca_file: Option<&Path>,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsConfigError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    if let Some(path) = ca_file {
-        for cert in read_pem_certs(path)? {
-            roots
-                .add(cert)
-                .map_err(|source| TlsConfigError::BadCertificate {
-                    path: path.to_owned(),
-                    source,
-                })?;
-        }
+    let Some(path) = ca_file else {
+        return Ok((roots, Vec::new()));
+    };
+    let certs = read_pem_certs(path)?;
+    for cert in &certs {
+        roots
+            .add(cert.clone())
+            .map_err(|source| TlsConfigError::BadCertificate {
+                path: path.to_owned(),
+                source,
+            })?;
     }
-    Ok(roots)
+    Ok((roots, certs))
 }
 
 /// Reads every PEM certificate of `path`; an empty file is an error.
@@ -118,8 +127,13 @@ pub fn http_client_config(
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate::new(provider())))
             .with_no_client_auth()
     } else {
+        let (roots, trusted) = trust(ca_file)?;
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .expect("a root store with the built-in roots is never empty");
         builder
-            .with_root_certificates(root_store(ca_file)?)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(TrustedLeafVerifier { inner, trusted }))
             .with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -128,6 +142,81 @@ pub fn http_client_config(
     // the `tls` phase time a resumption's.
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
+}
+
+/// Whether `leaf` is, byte for byte, one of the `trusted` certificates of a CA file.
+pub fn is_trusted_leaf(trusted: &[CertificateDer<'_>], leaf: &[u8]) -> bool {
+    trusted.iter().any(|cert| cert.as_ref() == leaf)
+}
+
+/// The configured trust (webpki-roots plus the CA file) that also accepts a server
+/// certificate that is itself in the CA file, as curl and Go's crypto/x509 (so
+/// blackbox_exporter) do: a self-signed certificate made with `openssl req -x509` is marked
+/// CA:TRUE, which webpki refuses as a server's certificate (`CaUsedAsEndEntity`). Such a
+/// certificate must still be valid now and name the server; the handshake signatures are
+/// verified with its key as always, so the server proves it holds the key.
+#[derive(Debug)]
+struct TrustedLeafVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    /// The CA file's certificates, as read.
+    trusted: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for TrustedLeafVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if verified.is_ok() || !is_trusted_leaf(&self.trusted, end_entity) {
+            return verified;
+        }
+        use rustls::CertificateError as E;
+        let validity = super::x509::validity(end_entity).ok_or(E::BadEncoding)?;
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        if now < validity.not_before {
+            return Err(E::NotValidYet.into());
+        }
+        if now > validity.not_after {
+            return Err(E::Expired.into());
+        }
+        webpki::EndEntityCert::try_from(end_entity)
+            .and_then(|ee| ee.verify_is_valid_for_subject_name(server_name))
+            .map_err(|_| E::NotValidForName)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Builds each distinct client configuration, and each distinct set of trust roots of the

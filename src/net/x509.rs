@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::tls::{TlsConfigError, provider, read_pem_certs, root_store};
+use super::tls::{TlsConfigError, is_trusted_leaf, provider, trust};
 
 /// The trust a chain is verified against, built once when the config is loaded.
 pub struct TrustRoots {
@@ -28,32 +28,35 @@ pub struct TrustRoots {
     known: Vec<(TrustAnchor<'static>, i64)>,
     /// Hash of the extra CA certificates, so that a reload notices a changed CA file.
     digest: u64,
+    /// The extra CA certificates as read: a server certificate that is one of them is
+    /// trusted as it is (see [`super::tls::is_trusted_leaf`]).
+    trusted: Vec<CertificateDer<'static>>,
 }
 
 impl TrustRoots {
     /// The built-in roots plus the certificates of `ca_file`, if any. The errors name the
     /// file, as for the HTTP checks.
     pub fn load(ca_file: Option<&Path>) -> Result<Self, TlsConfigError> {
-        let anchors = root_store(ca_file)?.roots;
+        let (roots, trusted) = trust(ca_file)?;
+        let anchors = roots.roots;
         let mut known = Vec::new();
         let mut hasher = DefaultHasher::new();
-        if let Some(path) = ca_file {
-            for der in read_pem_certs(path)? {
-                der.as_ref().hash(&mut hasher);
-                // root_store accepted every one of them; a failure here only loses the
-                // root's expiry.
-                let Ok(anchor) = webpki::anchor_from_trusted_cert(&der) else {
-                    continue;
-                };
-                if let Some(times) = validity(&der) {
-                    known.push((anchor.to_owned(), times.not_after));
-                }
+        for der in &trusted {
+            der.as_ref().hash(&mut hasher);
+            // root_store accepted every one of them; a failure here only loses the root's
+            // expiry.
+            let Ok(anchor) = webpki::anchor_from_trusted_cert(der) else {
+                continue;
+            };
+            if let Some(times) = validity(der) {
+                known.push((anchor.to_owned(), times.not_after));
             }
         }
         Ok(Self {
             anchors,
             known,
             digest: hasher.finish(),
+            trusted,
         })
     }
 
@@ -222,6 +225,11 @@ pub fn inspect(
                         .fold(leaf_times.not_after, i64::min);
                     (Some(path_not_after), None)
                 }
+                // A server certificate that is itself trusted (a self-signed one marked CA,
+                // as `openssl req -x509` makes it) is its own verified path.
+                Err(_) if is_trusted_leaf(&roots.trusted, leaf_der) => {
+                    (Some(leaf_times.not_after), None)
+                }
                 Err(e) => (None, Some(e)),
             };
             let name_ok = ee.verify_is_valid_for_subject_name(server_name).is_ok();
@@ -261,14 +269,15 @@ pub fn inspect(
     })
 }
 
+/// A certificate's validity period, Unix seconds.
 #[derive(Debug, Clone, Copy)]
-struct Validity {
-    not_before: i64,
-    not_after: i64,
+pub(crate) struct Validity {
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
 }
 
 /// The validity period of a DER certificate, if it parses.
-fn validity(der: &[u8]) -> Option<Validity> {
+pub(crate) fn validity(der: &[u8]) -> Option<Validity> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     Some(Validity {
         not_before: cert.validity().not_before.timestamp(),

@@ -65,7 +65,7 @@ pub(crate) fn wrapped(wrapper: &[&str]) -> Command {
 }
 
 /// Runs the binary to completion.
-async fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+pub(crate) async fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
     let out = timeout(PATIENCE, command().args(args).output())
         .await
         .expect("the binary finishes")
@@ -253,7 +253,7 @@ async fn check_config_accepts_the_example_config() {
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(
         stdout,
-        "config OK: 1 targets, 6 checks, mode interval, listen 0.0.0.0:10099\n"
+        "config OK: 1 targets, 5 checks, mode interval, listen 0.0.0.0:10099\n"
     );
     assert_eq!(stderr, "");
 }
@@ -266,10 +266,10 @@ async fn check_config_rejects_a_bad_config_naming_file_and_key() {
     let (status, stdout, stderr) = run_to_end(&["--check-config", "-c", path]).await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stdout, "");
-    let prefix = format!("error: config file {path}: ");
+    let prefix = format!("error: config file {path}, line 6, column 1: ");
     assert!(stderr.starts_with(&prefix), "{stderr}");
     assert!(
-        stderr.contains("unknown field `expected_status`"),
+        stderr.contains("unknown key `expected_status`, did you mean `expect_status`?"),
         "{stderr}"
     );
     assert!(stderr.contains("targets.prod.checks.health"), "{stderr}");
@@ -287,7 +287,7 @@ async fn check_config_rejects_an_invalid_value_exactly() {
     assert_eq!(
         stderr,
         format!(
-            "error: config file {path}: server.mode: \"interval\" or \"scrape\", got \"push\"\n"
+            "error: config file {path}, line 3, column 1: server.mode: \"interval\" or \"scrape\", got \"push\"\n"
         )
     );
 }

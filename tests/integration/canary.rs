@@ -772,7 +772,7 @@ fn bad_canary_and_queue_tables_name_the_key_and_never_the_secret() {
         ),
         (
             canary("retry_interval = \"1s\"\n"),
-            "unknown field `retry_interval`",
+            "unknown key `retry_interval`",
         ),
         (
             "[targets.p.checks.canary]\npath = \"/x\"\n".to_owned(),

@@ -64,73 +64,85 @@ macro_rules! cases {
 }
 
 cases! {
-    unknown_top_level_key, "unknown_top_level_key.toml", "config file {file}: unknown field `sever`, expected one of `server`, `defaults`, `targets`, `heartbeats`";
-    unknown_check_key, "unknown_check_key.toml", "config file {file}: targets.prod.checks.health: unknown field `expected_status`, expected one of `enabled`, `method`, `path`, `url`, `body`, `expect_status`, `keyword`, `regex`, `json`, `version_field`, `headers`, `bearer_token`, `basic_auth`, `interval`, `timeout`, `retry_interval`, `max_body_bytes`, `follow_redirects`, `max_redirects`, `tls`, `proxy`, `proxy_auth`, `sensitive_headers`, `allow_https_to_http_redirect`, `address`";
-    targets_wrong_type, "targets_wrong_type.toml", "config file {file}: targets: a table, got a number";
-    duration_without_unit, "duration_without_unit.toml", r#"config file {file}: defaults.interval: a duration such as "10s" or "1m 30s", got "10""#;
-    duration_in_words, "duration_in_words.toml", r#"config file {file}: targets.prod.timeout: a duration such as "10s" or "1m 30s", got "ten seconds""#;
-    interval_zero, "interval_zero.toml", r#"config file {file}: targets.prod.checks.health.interval: a duration above zero, such as "5s""#;
-    timeout_over_interval, "timeout_over_interval.toml", "config file {file}: targets.prod.checks.health.timeout: a timeout no longer than the interval (10s), got 30s";
-    url_not_http, "url_not_http.toml", r#"config file {file}: targets.prod.url: an absolute http:// or https:// URL, got "ftp://glitchtip.example.com""#;
-    url_with_credentials, "url_with_credentials.toml", "config file {file}: targets.prod.url: a URL without credentials (use basic_auth with a password file)";
-    url_missing, "url_missing.toml", r#"config file {file}: targets.prod.url: a base URL such as "https://glitchtip.example.com""#;
-    target_name_uppercase, "target_name_uppercase.toml", r#"config file {file}: targets.Prod: a name of at most 63 lowercase letters, digits, '_' and '-', starting with a letter or digit, without "__", got "Prod""#;
-    custom_check_without_path, "custom_check_without_path.toml", "config file {file}: targets.prod.checks.ingest: a `path` or a `url` (this is not one of the default checks health, database, api, dashboard)";
-    check_path_and_url, "check_path_and_url.toml", "config file {file}: targets.prod.checks.ingest: either `path` or `url`, not both";
-    status_out_of_range, "status_out_of_range.toml", "config file {file}: targets.prod.checks.health.expect_status: status codes from 100 to 599, got 600";
-    status_range_reversed, "status_range_reversed.toml", r#"config file {file}: targets.prod.checks.health.expect_status: a range whose start is not above its end, got "300-200""#;
-    regex_invalid, "regex_invalid.toml", "config file {file}: targets.prod.checks.health.regex: a valid regular expression: regex parse error:\n    ok(\n      ^\nerror: unclosed group";
-    json_path_empty, "json_path_empty.toml", r#"config file {file}: targets.prod.checks.database.json.path: a dot-separated field path such as "version", got """#;
-    version_field_twice, "version_field_twice.toml", "config file {file}: targets.prod.checks.settings_again.version_field: at most one check per target reading the version, but settings and settings_again both do (set version_field = \"\" on one)";
-    bearer_token_and_basic_auth, "bearer_token_and_basic_auth.toml", "config file {file}: targets.prod.checks.organizations: either `bearer_token` or `basic_auth`, not both";
-    timeout_over_interval_in_defaults, "timeout_over_interval_in_defaults.toml", "config file {file}: defaults.timeout: a timeout no longer than the interval (5s), got 8s";
-    interval_zero_on_target, "interval_zero_on_target.toml", "config file {file}: targets.prod.interval: a duration above zero, such as \"5s\"";
-    server_mode_bad, "server_mode_bad.toml", r#"config file {file}: server.mode: "interval" or "scrape", got "push""#;
-    server_listen_bad, "server_listen_bad.toml", r#"config file {file}: server.listen: an IP address and port such as "0.0.0.0:10099", got "localhost""#;
-    server_header_read_timeout_too_short, "server_header_read_timeout_too_short.toml", r#"config file {file}: server.header_read_timeout: a duration from 100ms to 1m, such as "5s", got 10ms"#;
-    server_max_header_bytes_too_small, "server_max_header_bytes_too_small.toml", "config file {file}: server.max_header_bytes: a size in bytes from 1024 to 65536, got 100";
-    server_max_connections_zero, "server_max_connections_zero.toml", "config file {file}: server.max_connections: a number of connections from 1 to 1048576, got 0";
-    server_max_concurrent_probes_too_many, "server_max_concurrent_probes_too_many.toml", "config file {file}: server.max_concurrent_probes: a number of requests from 1 to 1024, got 5000";
-    ca_file_missing, "ca_file_missing.toml", "config file {file}: targets.prod.tls.ca_file: a readable PEM file of CA certificates (cannot read CA file {dir}/no-such-ca.pem: No such file or directory (os error 2))";
-    ca_file_without_certificate, "ca_file_without_certificate.toml", "config file {file}: targets.prod.tls.ca_file: a readable PEM file of CA certificates (CA file {dir}/not-a-certificate.pem holds no PEM certificate)";
-    bearer_token_file_and_env, "bearer_token_file_and_env.toml", "config file {file}: targets.prod.checks.organizations.bearer_token: exactly one of `file` or `env`";
-    bearer_token_file_missing, "bearer_token_file_missing.toml", "config file {file}: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read {dir}/no-such-token: No such file or directory (os error 2)";
-    bearer_token_env_unset, "bearer_token_env_unset.toml", "config file {file}: targets.prod.checks.organizations.bearer_token.env: environment variable GLITCHTIP_EXPORTER_TEST_UNSET_TOKEN to be set and not empty";
-    proxy_https, "proxy_https.toml", r#"config file {file}: targets.prod.proxy: an http:// proxy URL such as "http://proxy:3128", got "https://proxy.example.com:3128""#;
-    proxy_with_credentials, "proxy_with_credentials.toml", r#"config file {file}: targets.prod.proxy: a proxy URL without credentials such as "http://proxy:3128", with them in proxy_auth = { username = "…", password = { file = "…" } }"#;
-    proxy_auth_without_proxy, "proxy_auth_without_proxy.toml", "config file {file}: targets.prod.proxy_auth: a `proxy` beside it: credentials go only to the proxy they are for";
-    proxy_auth_password_missing, "proxy_auth_password_missing.toml", "config file {file}: targets.prod.proxy_auth.password.file: a readable file, cannot read {dir}/no-such-proxy-password: No such file or directory (os error 2)";
-    sensitive_header_invalid, "sensitive_header_invalid.toml", r#"config file {file}: targets.prod.sensitive_headers: a list of HTTP header names such as ["X-Api-Key"], got "X Api Key""#;
-    header_name_invalid, "header_name_invalid.toml", "config file {file}: targets.prod.headers.X Forwarded Host: a valid HTTP header name";
+    unknown_top_level_key, "unknown_top_level_key.toml", "config file {file}, line 2, column 2: unknown key `sever`, did you mean `server`?";
+    unknown_check_key, "unknown_check_key.toml", "config file {file}, line 6, column 1: targets.prod.checks.health: unknown key `expected_status`, did you mean `expect_status`?";
+    targets_wrong_type, "targets_wrong_type.toml", "config file {file}, line 2, column 1: targets: a table, got a number";
+    duration_without_unit, "duration_without_unit.toml", r#"config file {file}, line 3, column 1: defaults.interval: a duration such as "10s" or "1m 30s", got "10": add a unit, such as "10s""#;
+    duration_in_words, "duration_in_words.toml", r#"config file {file}, line 4, column 1: targets.prod.timeout: a duration such as "10s" or "1m 30s", got "ten seconds""#;
+    interval_zero, "interval_zero.toml", r#"config file {file}, line 6, column 1: targets.prod.checks.health.interval: a duration above zero, such as "5s""#;
+    timeout_over_interval, "timeout_over_interval.toml", "config file {file}, line 7, column 1: targets.prod.checks.health.timeout: a timeout no longer than the interval (10s), got 30s";
+    url_not_http, "url_not_http.toml", r#"config file {file}, line 3, column 1: targets.prod.url: an absolute http:// or https:// URL, got "ftp://glitchtip.example.com""#;
+    url_with_credentials, "url_with_credentials.toml", "config file {file}, line 3, column 1: targets.prod.url: a URL without credentials (use basic_auth with a password file)";
+    url_missing, "url_missing.toml", r#"config file {file}, line 2, column 10: targets.prod.url: a base URL such as "https://glitchtip.example.com""#;
+    target_name_uppercase, "target_name_uppercase.toml", r#"config file {file}, line 2, column 10: targets.Prod: a name of at most 63 lowercase letters, digits, '_' and '-', starting with a letter or digit, without "__", got "Prod""#;
+    custom_check_without_path, "custom_check_without_path.toml", "config file {file}, line 5, column 22: targets.prod.checks.ingest: a `path` or a `url` (this is not one of the default checks health, database, api, dashboard)";
+    check_path_and_url, "check_path_and_url.toml", "config file {file}, line 5, column 22: targets.prod.checks.ingest: either `path` or `url`, not both";
+    status_out_of_range, "status_out_of_range.toml", "config file {file}, line 6, column 1: targets.prod.checks.health.expect_status: status codes from 100 to 599, got 600";
+    status_range_reversed, "status_range_reversed.toml", r#"config file {file}, line 6, column 1: targets.prod.checks.health.expect_status: a range whose start is not above its end, got "300-200""#;
+    regex_invalid, "regex_invalid.toml", "config file {file}, line 6, column 1: targets.prod.checks.health.regex: a valid regular expression: regex parse error:\n    ok(\n      ^\nerror: unclosed group";
+    json_path_empty, "json_path_empty.toml", r#"config file {file}, line 6, column 10: targets.prod.checks.database.json.path: a dot-separated field path such as "version", got """#;
+    version_field_twice, "version_field_twice.toml", "config file {file}, line 12, column 1: targets.prod.checks.settings_again.version_field: at most one check per target reading the version, but settings and settings_again both do (set version_field = \"\" on one)";
+    bearer_token_and_basic_auth, "bearer_token_and_basic_auth.toml", "config file {file}, line 5, column 22: targets.prod.checks.organizations: either `bearer_token` or `basic_auth`, not both";
+    timeout_over_interval_in_defaults, "timeout_over_interval_in_defaults.toml", "config file {file}, line 5, column 1: defaults.timeout: a timeout no longer than the interval (5s), got 8s";
+    interval_zero_on_target, "interval_zero_on_target.toml", "config file {file}, line 4, column 1: targets.prod.interval: a duration above zero, such as \"5s\"";
+    server_mode_bad, "server_mode_bad.toml", r#"config file {file}, line 3, column 1: server.mode: "interval" or "scrape", got "push""#;
+    server_listen_bad, "server_listen_bad.toml", r#"config file {file}, line 3, column 1: server.listen: an IP address and port such as "0.0.0.0:10099", got "localhost""#;
+    ca_file_missing, "ca_file_missing.toml", "config file {file}, line 6, column 1: targets.prod.tls.ca_file: a readable PEM file of CA certificates (cannot read CA file {dir}/no-such-ca.pem: No such file or directory (os error 2))";
+    ca_file_without_certificate, "ca_file_without_certificate.toml", "config file {file}, line 6, column 1: targets.prod.tls.ca_file: a readable PEM file of CA certificates (CA file {dir}/not-a-certificate.pem holds no PEM certificate)";
+    bearer_token_file_and_env, "bearer_token_file_and_env.toml", "config file {file}, line 7, column 1: targets.prod.checks.organizations.bearer_token: exactly one of `file` or `env`";
+    bearer_token_file_missing, "bearer_token_file_missing.toml", "config file {file}, line 7, column 18: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read {dir}/no-such-token: No such file or directory (os error 2)";
+    bearer_token_env_unset, "bearer_token_env_unset.toml", "config file {file}, line 7, column 18: targets.prod.checks.organizations.bearer_token.env: environment variable GLITCHTIP_EXPORTER_TEST_UNSET_TOKEN to be set and not empty";
+    proxy_https, "proxy_https.toml", r#"config file {file}, line 4, column 1: targets.prod.proxy: an http:// proxy URL such as "http://proxy:3128", got "https://proxy.example.com:3128""#;
+    proxy_with_credentials, "proxy_with_credentials.toml", r#"config file {file}, line 4, column 1: targets.prod.proxy: a proxy URL without credentials such as "http://proxy:3128", with them in proxy_auth = { username = "…", password = { file = "…" } }"#;
+    proxy_auth_without_proxy, "proxy_auth_without_proxy.toml", "config file {file}, line 4, column 1: targets.prod.proxy_auth: a `proxy` beside it: credentials go only to the proxy they are for";
+    proxy_auth_password_missing, "proxy_auth_password_missing.toml", "config file {file}, line 4, column 51: targets.prod.proxy_auth.password.file: a readable file, cannot read {dir}/no-such-proxy-password: No such file or directory (os error 2)";
+    sensitive_header_invalid, "sensitive_header_invalid.toml", r#"config file {file}, line 3, column 1: targets.prod.sensitive_headers: a list of HTTP header names such as ["X-Api-Key"], got "X Api Key""#;
+    header_name_invalid, "header_name_invalid.toml", "config file {file}, line 4, column 13: targets.prod.headers.X Forwarded Host: a valid HTTP header name";
+    server_header_read_timeout_too_short, "server_header_read_timeout_too_short.toml", r#"config file {file}, line 3, column 1: server.header_read_timeout: a duration from 100ms to 1m, such as "5s", got 10ms"#;
+    server_max_header_bytes_too_small, "server_max_header_bytes_too_small.toml", "config file {file}, line 3, column 1: server.max_header_bytes: a size in bytes from 1024 to 65536, got 100";
+    server_max_connections_zero, "server_max_connections_zero.toml", "config file {file}, line 3, column 1: server.max_connections: a number of connections from 1 to 1048576, got 0";
+    server_max_concurrent_probes_too_many, "server_max_concurrent_probes_too_many.toml", "config file {file}, line 3, column 1: server.max_concurrent_probes: a number of requests from 1 to 1024, got 5000";
     empty_file, "empty.toml", "config file {file}: targets: at least one target: pass --target URL or add a [targets.<name>] table";
-    bearer_token_inline, "bearer_token_inline.toml", r#"config file {file}: targets.prod.checks.organizations.bearer_token: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
-    basic_auth_password_inline, "basic_auth_password_inline.toml", r#"config file {file}: targets.prod.checks.organizations.basic_auth.password: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
-    basic_auth_string, "basic_auth_string.toml", r#"config file {file}: targets.prod.checks.organizations.basic_auth: a table { username = "…", password = { file = "…" } or { env = "…" } }, found a string (not shown)"#;
-    canary_dsn_inline, "canary_dsn_inline.toml", r#"config file {file}: targets.prod.canary.dsn: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
-    canary_token_number, "canary_token_number.toml", r#"config file {file}: targets.prod.canary.token: { file = "…" } or { env = "…" }, never the secret itself (found a number, not shown)"#;
-    heartbeat_token_inline, "heartbeat_token_inline.toml", r#"config file {file}: heartbeats.worker.token: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
-    queue_password_extra_keys, "queue_password_extra_keys.toml", r#"config file {file}: targets.prod.queue.password: { file = "…" } or { env = "…" }, found a table with other keys (not shown)"#;
-    bearer_token_env_is_the_token, "bearer_token_env_is_the_token.toml", r#"config file {file}: targets.prod.checks.organizations.bearer_token.env: the name of a set environment variable, such as "GLITCHTIP_TOKEN" (the name given is not shown: it is not set and looks like no variable name, is it the secret itself?)"#;
-    bearer_token_file_not_regular, "bearer_token_file_not_regular.toml", "config file {file}: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read /dev/zero: not a regular file but a character device";
+    bearer_token_inline, "bearer_token_inline.toml", r#"config file {file}, line 7, column 1: targets.prod.checks.organizations.bearer_token: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
+    basic_auth_password_inline, "basic_auth_password_inline.toml", r#"config file {file}, line 7, column 38: targets.prod.checks.organizations.basic_auth.password: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
+    basic_auth_string, "basic_auth_string.toml", r#"config file {file}, line 7, column 1: targets.prod.checks.organizations.basic_auth: a table { username = "…", password = { file = "…" } or { env = "…" } }, found a string (not shown)"#;
+    canary_dsn_inline, "canary_dsn_inline.toml", r#"config file {file}, line 6, column 1: targets.prod.canary.dsn: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
+    canary_token_number, "canary_token_number.toml", r#"config file {file}, line 7, column 1: targets.prod.canary.token: { file = "…" } or { env = "…" }, never the secret itself (found a number, not shown)"#;
+    heartbeat_token_inline, "heartbeat_token_inline.toml", r#"config file {file}, line 4, column 1: heartbeats.worker.token: { file = "…" } or { env = "…" }, never the secret itself (found a string, not shown)"#;
+    queue_password_extra_keys, "queue_password_extra_keys.toml", r#"config file {file}, line 7, column 1: targets.prod.queue.password: { file = "…" } or { env = "…" }, found a table with other keys (not shown)"#;
+    bearer_token_env_is_the_token, "bearer_token_env_is_the_token.toml", r#"config file {file}, line 7, column 18: targets.prod.checks.organizations.bearer_token.env: the name of a set environment variable, such as "GLITCHTIP_TOKEN" (the name given is not shown: it is not set and looks like no variable name, is it the secret itself?)"#;
+    bearer_token_file_not_regular, "bearer_token_file_not_regular.toml", "config file {file}, line 7, column 18: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read /dev/zero: not a regular file but a character device";
     toml_syntax_unquoted_token, "toml_syntax_unquoted_token.toml", "config file {file}: TOML syntax error at line 7, column 16: string values must be quoted, expected literal string";
-    url_with_query, "url_with_query.toml", "config file {file}: targets.prod.url: a base URL without a query or fragment (credentials go in a check's bearer_token or basic_auth)";
-    url_not_http_with_credentials, "url_not_http_with_credentials.toml", r#"config file {file}: targets.prod.url: an absolute http:// or https:// URL, got "ftp://…@glitchtip.example.com/""#;
-    interval_huge, "interval_huge.toml", "config file {file}: targets.prod.checks.health.interval: a duration from 100ms to 1day, got 10000000000years";
-    retry_interval_tiny, "retry_interval_tiny.toml", "config file {file}: targets.prod.retry_interval: a duration from 100ms to 1day, got 1ms";
-    max_body_bytes_huge, "max_body_bytes_huge.toml", "config file {file}: defaults.max_body_bytes: a number of bytes from 1 to 67108864 (64 MiB), got 9223372036854775807";
-    max_body_bytes_negative, "max_body_bytes_negative.toml", "config file {file}: targets.prod.max_body_bytes: a whole number, 0 or more, got a negative number";
-    max_redirects_huge, "max_redirects_huge.toml", "config file {file}: targets.prod.checks.health.max_redirects: a number from 0 to 20, got 4000000000";
-    heartbeat_interval_huge, "heartbeat_interval_huge.toml", "config file {file}: heartbeats.worker.interval: a duration from 1s to 366days, got 10000000000years";
-    heartbeat_grace_huge, "heartbeat_grace_huge.toml", "config file {file}: heartbeats.worker.grace: a duration from 0s to 366days, got 1year 1month 4days 7h 26m 24s";
-    canary_timeout_huge, "canary_timeout_huge.toml", "config file {file}: targets.prod.canary.timeout: a duration from 100ms to 1day, got 1day 1h";
-    queue_interval_huge, "queue_interval_huge.toml", "config file {file}: targets.prod.queue.interval: a duration from 100ms to 1day, got 100years";
-    shutdown_timeout_huge, "shutdown_timeout_huge.toml", "config file {file}: server.shutdown_timeout: a duration from 0s to 1h, got 2h";
+    url_with_query, "url_with_query.toml", "config file {file}, line 3, column 1: targets.prod.url: a base URL without a query or fragment (credentials go in a check's bearer_token or basic_auth)";
+    url_not_http_with_credentials, "url_not_http_with_credentials.toml", r#"config file {file}, line 3, column 1: targets.prod.url: an absolute http:// or https:// URL, got "ftp://…@glitchtip.example.com/""#;
+    interval_huge, "interval_huge.toml", "config file {file}, line 6, column 1: targets.prod.checks.health.interval: a duration from 100ms to 1day, got 10000000000years";
+    retry_interval_tiny, "retry_interval_tiny.toml", "config file {file}, line 3, column 1: targets.prod.retry_interval: a duration from 100ms to 1day, got 1ms";
+    max_body_bytes_huge, "max_body_bytes_huge.toml", "config file {file}, line 2, column 1: defaults.max_body_bytes: a number of bytes from 1 to 67108864 (64 MiB), got 9223372036854775807";
+    max_body_bytes_negative, "max_body_bytes_negative.toml", "config file {file}, line 3, column 1: targets.prod.max_body_bytes: a whole number, 0 or more, got a negative number";
+    max_redirects_huge, "max_redirects_huge.toml", "config file {file}, line 6, column 1: targets.prod.checks.health.max_redirects: a number from 0 to 20, got 4000000000";
+    heartbeat_interval_huge, "heartbeat_interval_huge.toml", "config file {file}, line 3, column 1: heartbeats.worker.interval: a duration from 1s to 366days, got 10000000000years";
+    heartbeat_grace_huge, "heartbeat_grace_huge.toml", "config file {file}, line 3, column 1: heartbeats.worker.grace: a duration from 0s to 366days, got 1year 1month 4days 7h 26m 24s";
+    canary_timeout_huge, "canary_timeout_huge.toml", "config file {file}, line 9, column 1: targets.prod.canary.timeout: a duration from 100ms to 1day, got 1day 1h";
+    queue_interval_huge, "queue_interval_huge.toml", "config file {file}, line 6, column 1: targets.prod.queue.interval: a duration from 100ms to 1day, got 100years";
+    shutdown_timeout_huge, "shutdown_timeout_huge.toml", "config file {file}, line 2, column 1: server.shutdown_timeout: a duration from 0s to 1h, got 2h";
     toml_syntax, "toml_syntax.toml", "config file {file}: TOML syntax error at line 3, column 37: invalid basic string, expected `\"`";
-    queue_scheduler_task_age_bad, "queue_scheduler_task_age_bad.toml", r#"config file {file}: targets.prod.queue.scheduler_tasks.uptime-dispatch-checks: a duration above zero, such as "30s", got "soon""#;
-    queue_scheduler_task_name_bad, "queue_scheduler_task_name_bad.toml", r#"config file {file}: targets.prod.queue.scheduler_tasks: task names of 1 to 64 letters, digits, -, _, . or :, got "it's""#;
-    queue_postgres_sslmode_prefer, "queue_postgres_sslmode_prefer.toml", r#"config file {file}: targets.prod.queue.url: sslmode disable, require or verify-full, got "prefer""#;
-    queue_postgres_without_user, "queue_postgres_without_user.toml", r#"config file {file}: targets.prod.queue.url: a user name in a postgres:// URL, such as "postgres://glitchtip_exporter@db:5432/glitchtip""#;
-    queue_postgres_with_prefix, "queue_postgres_with_prefix.toml", "config file {file}: targets.prod.queue.prefix: no such setting with a postgres:// URL (the tables are django-vtasks')";
+    queue_scheduler_task_age_bad, "queue_scheduler_task_age_bad.toml", r#"config file {file}, line 6, column 21: targets.prod.queue.scheduler_tasks.uptime-dispatch-checks: a duration above zero, such as "30s", got "soon""#;
+    queue_scheduler_task_name_bad, "queue_scheduler_task_name_bad.toml", r#"config file {file}, line 6, column 1: targets.prod.queue.scheduler_tasks: task names of 1 to 64 letters, digits, -, _, . or :, got "it's""#;
+    queue_postgres_sslmode_prefer, "queue_postgres_sslmode_prefer.toml", r#"config file {file}, line 5, column 1: targets.prod.queue.url: sslmode disable, require or verify-full, got "prefer""#;
+    queue_postgres_without_user, "queue_postgres_without_user.toml", r#"config file {file}, line 5, column 1: targets.prod.queue.url: a user name in a postgres:// URL, such as "postgres://glitchtip_exporter@db:5432/glitchtip""#;
+    queue_postgres_with_prefix, "queue_postgres_with_prefix.toml", "config file {file}, line 6, column 1: targets.prod.queue.prefix: no such setting with a postgres:// URL (the tables are django-vtasks')";
+    default_checks_yes, "default_checks_yes.toml", "config file {file}, line 4, column 1: targets.prod.default_checks: true or false (without quotes), got a string";
+    default_checks_no, "default_checks_no.toml", "config file {file}, line 4, column 1: targets.prod.default_checks: true or false (without quotes), got a string";
+    default_checks_one, "default_checks_one.toml", "config file {file}, line 4, column 1: targets.prod.default_checks: true or false (without quotes), got a number";
+    enabled_string, "enabled_string.toml", "config file {file}, line 6, column 1: targets.prod.checks.dashboard.enabled: true or false (without quotes), got a string";
+    target_without_checks, "target_without_checks.toml", "config file {file}, line 2, column 10: targets.prod: at least one enabled check, got none: keep the default checks (default_checks = true) or add a [targets.prod.checks.<name>] table with a path";
+    target_every_check_disabled, "target_every_check_disabled.toml", "config file {file}, line 2, column 10: targets.prod: at least one enabled check, got none: keep the default checks (default_checks = true) or add a [targets.prod.checks.<name>] table with a path";
+    duration_number, "duration_number.toml", r#"config file {file}, line 4, column 1: targets.prod.interval: a duration such as "10s" or "1m 30s", got 10: add a unit, such as "10s""#;
+    unknown_target_key, "unknown_target_key.toml", "config file {file}, line 4, column 1: targets.prod: unknown key `time_out`, did you mean `timeout`?";
+    unknown_key_no_suggestion, "unknown_key_no_suggestion.toml", "config file {file}, line 3, column 1: server: unknown key `colour`, expected one of `listen`, `mode`, `shutdown_timeout`, `state_file`, `header_read_timeout`, `max_connections`, `max_header_bytes`, `max_concurrent_probes`";
+    secret_file_number, "secret_file_number.toml", "config file {file}, line 7, column 18: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read {dir}/5: No such file or directory (os error 2)";
+    duration_negative_number, "duration_negative_number.toml", r#"config file {file}, line 4, column 1: targets.prod.timeout: a duration such as "10s" or "1m 30s", got -5"#;
+    status_not_a_code, "status_not_a_code.toml", r#"config file {file}, line 6, column 1: targets.prod.checks.health.expect_status[0]: status codes such as 200 and ranges such as "200-299""#;
 }
 
 #[test]
@@ -573,7 +585,7 @@ fn variables_without_the_double_underscore_prefix_are_not_overrides() {
     assert_eq!(
         err.to_string(),
         format!(
-            r#"config file {}: server.mode: "interval" or "scrape", got "push""#,
+            r#"config file {}, line 3, column 1: server.mode: "interval" or "scrape", got "push""#,
             path.display()
         )
     );
@@ -700,7 +712,7 @@ fn fifo_as_secret_file_or_config_file_is_refused_without_blocking() {
     assert_eq!(
         load_file(&config).unwrap_err().to_string(),
         format!(
-            "config file {}: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read {}: not a regular file but a FIFO",
+            "config file {}, line 5, column 18: targets.prod.checks.organizations.bearer_token.file: a readable file, cannot read {}: not a regular file but a FIFO",
             config.display(),
             fifo.display()
         )
@@ -735,4 +747,80 @@ fn fuzz_regressions_are_refused_naming_the_key() {
         );
     }
     assert!(seen >= 2, "the regression inputs are there");
+}
+
+// ---- the command line ------------------------------------------------------------------
+
+#[tokio::test]
+async fn check_config_prints_the_start_up_warnings_and_exits_0() {
+    let file = write_toml(
+        "[targets.prod]\nurl = \"https://glitchtip.example.com\"\ndefault_checks = false\n[targets.prod.checks.page]\npath = \"/\"\ninterval = \"30s\"\n",
+    );
+    let (status, stdout, stderr) =
+        crate::binary::run_to_end(&["--check-config", "-c", file.path().to_str().unwrap()]).await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        "warning: targets.prod.checks.page: from outage to firing alert takes up to 74 s (interval + 2 × timeout + retry_interval + 31 s), over the 60 s alert budget\n"
+    );
+    assert_eq!(
+        stdout,
+        "config OK: 1 targets, 1 checks, mode interval, listen 0.0.0.0:10099\n"
+    );
+}
+
+#[tokio::test]
+async fn invalid_log_level_is_an_error_exit_1() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("exporter.toml");
+    let (status, stdout, stderr) = crate::binary::run_to_end(&[
+        "--log-level",
+        "info,[",
+        "--check-config",
+        "-c",
+        path.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        "error: --log-level: a tracing filter such as \"info\" or \"glitchtip_exporter=debug\", got \"info,[\" (invalid filter directive)\n"
+    );
+}
+
+#[tokio::test]
+async fn usage_error_exits_2_and_bad_config_exits_1() {
+    let (status, _, stderr) = crate::binary::run_to_end(&["--no-such-flag"]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let (status, _, stderr) = crate::binary::run_to_end(&[
+        "--check-config",
+        "-c",
+        fixture("server_mode_bad.toml").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+}
+
+#[test]
+fn a_key_set_by_the_environment_is_not_located_in_the_file() {
+    // The file's value is overridden: its line would point at a value that is not used.
+    let file = write_toml(&format!("[server]\nmode = \"push\"\n{PROD}"));
+    let err =
+        load_with_env(file.path(), &[("GLITCHTIP_EXPORTER__SERVER__MODE", "pull")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            r#"config file {} with GLITCHTIP_EXPORTER__* environment overrides: server.mode: "interval" or "scrape", got "pull""#,
+            file.path().display()
+        )
+    );
+    // Without the override, the file's line.
+    let err = load_with_env(file.path(), &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            r#"config file {}, line 2, column 1: server.mode: "interval" or "scrape", got "push""#,
+            file.path().display()
+        )
+    );
 }

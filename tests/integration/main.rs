@@ -24,4 +24,5 @@ mod scrape_mode;
 mod secrets;
 mod secrets_live;
 mod server_abuse;
+mod shipped_config;
 mod tls;

@@ -193,6 +193,36 @@ async fn start_answering(
     answer: Vec<u8>,
 ) -> TlsServer {
     let answer: Arc<[u8]> = answer.into();
+    serve_tls(versions, certified, move |mut tls| {
+        let answer = answer.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tls.write_all(&answer).await;
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await
+}
+
+type ServerTls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accepts TLS connections on 127.0.0.1 with `certified` and hands each to `handle`.
+async fn serve_tls<F, Fut>(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    certified: Arc<CertifiedKey>,
+    handle: F,
+) -> TlsServer
+where
+    F: Fn(ServerTls) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .unwrap()
@@ -201,27 +231,18 @@ async fn start_answering(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let handle = Arc::new(handle);
     let task = tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (acceptor, answer) = (acceptor.clone(), answer.clone());
+            let (acceptor, handle) = (acceptor.clone(), handle.clone());
             connections.spawn(async move {
-                let Ok(mut tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    handle(tls).await;
                 }
-                let _ = tls.write_all(&answer).await;
-                let _ = tls.shutdown().await;
             });
             while connections.try_join_next().is_some() {}
         }
@@ -1387,4 +1408,176 @@ async fn key_that_does_not_match_the_certificate_fails_the_handshake_after_it_wa
         },
     );
     assert!(version(&m).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// A self-signed certificate marked CA, trusted through ca_file
+
+/// A certificate as `openssl req -x509 -addext subjectAltName=…` makes it: self-signed,
+/// basicConstraints CA:TRUE, no key usage or extended key usage (openssl's default
+/// `v3_ca`), for 127.0.0.1 and localhost. Valid around both the manual clock and the real
+/// time (the HTTP checks verify at the real time).
+fn openssl_like_self_signed() -> (Leaf, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = params("127.0.0.1", &["127.0.0.1", "localhost"], -1000, 3650, 7);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = p.self_signed(&key).unwrap();
+    let pem = cert.pem();
+    (
+        Leaf {
+            der: cert.der().clone(),
+            key,
+        },
+        pem,
+    )
+}
+
+/// Target `gt` at `https://127.0.0.1:PORT` trusting `ca`, with the tls check and one HTTP
+/// check `page`.
+fn self_signed_config(port: u16, ca: &Path) -> String {
+    format!(
+        r#"
+[server]
+mode = "scrape"
+[targets.gt]
+url = "https://127.0.0.1:{port}"
+default_checks = false
+timeout = "2s"
+[targets.gt.tls]
+ca_file = "{ca}"
+[targets.gt.checks.tls]
+[targets.gt.checks.page]
+path = "/"
+"#,
+        ca = ca.display()
+    )
+}
+
+#[tokio::test]
+async fn trusted_self_signed_ca_certificate_is_valid_for_http_and_tls_checks() {
+    let (cert, pem) = openssl_like_self_signed();
+    let server = start_tls_server(vec![cert.der.clone()], &cert.key).await;
+    let ca = ca_file(&[&pem]);
+    let m = scrape(&self_signed_config(server.addr.port(), ca.path())).await;
+    assert_eq!(m.check("glitchtip_up", "gt", "page"), 1.0);
+    assert_eq!(m.reason("gt", "page"), "none");
+    assert_tls(
+        &m,
+        &Expect {
+            reason: "none",
+            valid: Some(1.0),
+            expiry_days: Some(3650),
+            leaf_days: Some(3650),
+            earliest_presented_days: Some(3650),
+            earliest_verified_days: Some(3650),
+        },
+    );
+}
+
+#[tokio::test]
+async fn untrusted_self_signed_ca_certificate_still_fails() {
+    // The same kind of certificate, but the CA file holds another one.
+    let (cert, _) = openssl_like_self_signed();
+    let (_, other_pem) = openssl_like_self_signed();
+    let server = start_tls_server(vec![cert.der.clone()], &cert.key).await;
+    let ca = ca_file(&[&other_pem]);
+    let m = scrape(&self_signed_config(server.addr.port(), ca.path())).await;
+    assert_eq!(m.check("glitchtip_up", "gt", "page"), 0.0);
+    assert_eq!(m.reason("gt", "page"), "tls");
+    assert_eq!(m.check("glitchtip_up", "gt", "tls"), 0.0);
+    assert_eq!(m.get("glitchtip_tls_cert_valid", &[("target", "gt")]), 0.0);
+    let reasons = m.find("glitchtip_tls_failure_reason", &[("target", "gt")]);
+    assert_eq!(reasons[0].0["reason"], "invalid_certificate");
+}
+
+#[tokio::test]
+async fn trusted_self_signed_ca_certificate_for_another_name_fails() {
+    // Trusted as it is, the certificate must still name the server.
+    let key = KeyPair::generate().unwrap();
+    let mut p = params("other.test", &["other.test"], -1000, 3650, 8);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = p.self_signed(&key).unwrap();
+    let server = start_tls_server(vec![cert.der().clone()], &key).await;
+    let ca = ca_file(&[&cert.pem()]);
+    let m = scrape(&self_signed_config(server.addr.port(), ca.path())).await;
+    assert_eq!(m.reason("gt", "page"), "tls");
+    let reasons = m.find("glitchtip_tls_failure_reason", &[("target", "gt")]);
+    assert_eq!(reasons[0].0["reason"], "hostname_mismatch");
+}
+
+/// Terminates TLS with `cert` on 127.0.0.1 and relays each connection to `backend`.
+async fn start_tls_relay(cert: &Leaf, backend: SocketAddr) -> TlsServer {
+    let key = provider()
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(cert.key.serialize_der().into()))
+        .unwrap();
+    let certified = Arc::new(CertifiedKey::new(vec![cert.der.clone()], key));
+    serve_tls(
+        rustls::DEFAULT_VERSIONS,
+        certified,
+        move |mut tls| async move {
+            let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn canary_trusts_a_self_signed_ca_certificate_from_ca_file() {
+    use crate::stub_ingest::{self, KEY, PROJECT_ID, StubIngest, TOKEN};
+    let stub = StubIngest::start(stub_ingest::Mode::Healthy {
+        visible_after: Duration::from_millis(100),
+    })
+    .await;
+    let (cert, pem) = openssl_like_self_signed();
+    let relay = start_tls_relay(&cert, stub.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    std::fs::write(
+        dir.path().join("dsn"),
+        format!(
+            "https://{KEY}@127.0.0.1:{}/{PROJECT_ID}\n",
+            relay.addr.port()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+    let toml = format!(
+        r#"
+[targets.stub]
+url = "https://127.0.0.1:{port}"
+default_checks = false
+[targets.stub.tls]
+ca_file = "{ca}"
+[targets.stub.canary]
+dsn = {{ file = "{dir}/dsn" }}
+token = {{ file = "{dir}/token" }}
+organization = "{org}"
+interval = "600ms"
+timeout = "500ms"
+"#,
+        port = relay.addr.port(),
+        ca = ca.display(),
+        dir = dir.path().display(),
+        org = stub_ingest::ORG,
+    );
+    let (deps, _clock) = helpers::deps();
+    let exporter = helpers::start(&toml, deps).await;
+    let s = exporter
+        .wait_for("a visible canary", &["glitchtip_ingest"], |s| {
+            !s.find(
+                "glitchtip_probe_failure_reason",
+                &[("target", "stub"), ("check", "canary")],
+            )
+            .is_empty()
+        })
+        .await;
+    assert_eq!(s.reason("stub", "canary"), "none");
+    assert_eq!(s.get("glitchtip_ingest_up", &[("target", "stub")]), 1.0);
+    assert_eq!(stub.violations(), Vec::<String>::new());
+    exporter.stop().await;
 }
