@@ -252,3 +252,76 @@ async fn instance_unreachable_inhibits_the_per_check_alerts() {
     );
     assert!(out.contains("GlitchTipCheckDown"), "{out}");
 }
+
+/// The anchor GitHub gives a Markdown heading: lower case, punctuation other than `-` and
+/// `_` dropped, spaces as `-`; a repeated heading gets `-1`, `-2`, ….
+fn github_anchors(markdown: &str) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut anchors = std::collections::HashSet::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        }
+        let heading = line.trim_start_matches('#');
+        if fenced || heading.len() == line.len() || !heading.starts_with(' ') {
+            continue;
+        }
+        let base: String = heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let n = seen.entry(base.clone()).or_default();
+        anchors.insert(if *n == 0 { base } else { format!("{base}-{n}") });
+        *n += 1;
+    }
+    anchors
+}
+
+#[test]
+fn github_anchor_rules() {
+    let anchors = github_anchors("# A b\n## A b\n```\n# not\n```\n### GlitchTipX (1, 2)\n#no\n");
+    let mut anchors: Vec<_> = anchors.into_iter().collect();
+    anchors.sort();
+    assert_eq!(anchors, ["a-b", "a-b-1", "glitchtipx-1-2"]);
+}
+
+#[test]
+fn every_alert_links_to_its_runbook_section() {
+    // PyYAML resolves the rules' YAML anchors (the certificate tiers share annotations).
+    let script = "import json, sys, yaml\n\
+        rules = yaml.safe_load(open('glitchtip.rules.yml'))\n\
+        print(json.dumps([[r['alert'], r.get('annotations', {})] for g in rules['groups'] for r in g['rules']]))";
+    let runbook = std::fs::read_to_string(alerts("../docs/runbook.md")).unwrap();
+    let out = run("python3", &["-c", script]);
+    let alerts: Vec<(String, serde_json::Map<String, serde_json::Value>)> =
+        serde_json::from_str(out.trim()).expect("the script prints JSON");
+    assert!(alerts.len() >= 20, "{alerts:?}");
+    let anchors = github_anchors(&runbook);
+    let base =
+        "https://github.com/glitchtip-exporter/glitchtip-exporter/blob/main/docs/runbook.md#";
+    for (alert, annotations) in &alerts {
+        assert!(
+            !annotations.contains_key("runbook"),
+            "{alert}: inline runbook text instead of runbook_url"
+        );
+        let url = annotations
+            .get("runbook_url")
+            .and_then(|v| v.as_str())
+            .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+        let anchor = url
+            .strip_prefix(base)
+            .unwrap_or_else(|| panic!("{alert}: runbook_url {url} does not start with {base}"));
+        assert!(
+            anchors.contains(anchor),
+            "{alert}: docs/runbook.md has no section #{anchor}"
+        );
+        assert!(
+            anchor == alert.to_lowercase() || alert.to_lowercase().starts_with(anchor),
+            "{alert}: runbook_url points at #{anchor}, another alert's section"
+        );
+    }
+}

@@ -13,6 +13,7 @@ mod config_errors;
 mod e2e;
 mod extreme_configs;
 mod heartbeat;
+mod landing;
 mod queue;
 mod redirects;
 mod reload;
