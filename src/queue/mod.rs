@@ -164,10 +164,51 @@ async fn run(
     }
 }
 
+/// The ages (seconds) above which the bundled alert GlitchTipQueueSchedulerStalled calls a
+/// scheduler task stale; the log says so at the same point.
+const STALE_AFTER: [(&str, f64); 2] = [
+    ("uptime-dispatch-checks", 60.0),
+    ("send-alert-notifications", 180.0),
+];
+
 /// One log line per change of state (never a secret: details are I/O and server
 /// messages).
 fn log_change(spec: &QueueSpec, previous: Option<&Reading>, now: &Reading) {
     let target = spec.target.as_str();
+    for (task, limit) in STALE_AFTER {
+        let age = |r: &Reading| {
+            r.last_run_ages
+                .iter()
+                .find(|(t, _)| t == task)
+                .map(|(_, age)| *age)
+        };
+        let was_stale = previous.and_then(age).is_some_and(|a| a > limit);
+        match age(now) {
+            Some(a) if a > limit && !was_stale => tracing::warn!(
+                target_name = target,
+                task,
+                age_seconds = a.round() as u64,
+                "scheduler stale: GlitchTip's scheduler no longer runs this task"
+            ),
+            Some(a) if a <= limit && was_stale => {
+                tracing::info!(target_name = target, task, "scheduler running again")
+            }
+            _ => {}
+        }
+    }
+    match (previous.and_then(|r| r.workers), now.workers) {
+        (before, Some(0)) if before != Some(0) => {
+            tracing::warn!(target_name = target, "no live GlitchTip worker")
+        }
+        (Some(0), Some(n)) if n > 0 => {
+            tracing::info!(
+                target_name = target,
+                workers = n,
+                "GlitchTip workers alive again"
+            )
+        }
+        _ => {}
+    }
     let before = previous.map(|r| r.reason);
     match (before, now.reason) {
         (Some(b), n) if b == n => {}
