@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/landing.png}
 BIN=${2:-target/debug/glitchtip-exporter}
-[[ -x $BIN ]] || cargo build --quiet --bin glitchtip-exporter
+[[ -n ${2:-} ]] || cargo build --quiet --bin glitchtip-exporter
 CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
 [[ -n $CHROMIUM ]] || { echo "chromium is not installed (apt-get install chromium)" >&2; exit 1; }
 
