@@ -549,6 +549,8 @@ async fn no_secret_in_logs_metrics_landing_page_or_debug() {
     exporter.stop().await;
     let logs = logs.text();
     assert!(logs.contains("check failing"), "{logs}");
+    // The landing page shows the canary's last result.
+    assert!(landing.contains("canary: last result api"), "{landing}");
     for (what, text) in [
         ("logs", &logs),
         ("metrics", &metrics),

@@ -27,6 +27,10 @@ mode = "scrape"
 url = "http://{TEST_HOST}:{port}"
 [targets.gt.checks.database]
 basic_auth = {{ username = "monitor", password = {{ file = "{file}" }} }}
+[targets.plain]
+url = "https://{TEST_HOST}:{port}"
+default_checks = false
+[targets.plain.checks.tls]
 "#,
         port = stub.addr().port(),
         file = secret.display(),
@@ -70,7 +74,7 @@ async fn summary_detail_and_strip_say_what_fails() {
     assert_eq!(page.status, 200);
     let body = page.body;
     assert!(
-        body.contains("<p class=\"summary bad\" id=\"summary\">1 of 4 checks failing · 0 of 0 heartbeats late</p>"),
+        body.contains("<p class=\"summary bad\" id=\"summary\">2 of 5 checks failing · 0 of 0 heartbeats late</p>"),
         "{body}"
     );
     // The failure detail of the failing check, under its reason.
@@ -91,6 +95,11 @@ async fn summary_detail_and_strip_say_what_fails() {
         strip(&body, "health"),
         [(false, "2027-01-15T08:00:00Z none".to_owned())]
     );
+    // The TLS check of a port that speaks plain HTTP: the reason in words.
+    assert!(
+        body.contains("TLS: the TLS handshake failed (handshake)"),
+        "{body}"
+    );
     assert!(!body.contains(SECRET), "the password reached the page");
     assert!(!body.contains("<script"), "no script");
     assert!(!body.contains("src=\"http"), "no external asset");
@@ -103,7 +112,7 @@ async fn refresh_is_optional_and_bounded() {
     let meta = |n: &str| format!("<meta http-equiv=\"refresh\" content=\"{n}\">");
     let page = exporter.get("/").await.body;
     assert!(!page.contains("http-equiv"), "no refresh unless asked");
-    assert!(page.contains("0 of 4 checks failing"), "{page}");
+    assert!(page.contains("0 of 5 checks failing"), "{page}");
     for (asked, given) in [("30", "30"), ("1", "5"), ("0", "5"), ("999999", "3600")] {
         let page = exporter.get(&format!("/?refresh={asked}")).await;
         assert_eq!(page.status, 200);
