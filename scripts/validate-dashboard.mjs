@@ -24,7 +24,7 @@
 //    variable.
 //
 // --print-queries needs no npm package: it prints one JSON object per line,
-// {"panel": title, "expr": expr}, with $target, $check and $heartbeat replaced by `.+`,
+// {"panel": title, "expr": expr}, with $target, $check, $heartbeat and $job replaced by `.+`,
 // $__rate_interval by 1m, $__interval by 15s and $__range by 1h, for every panel query and
 // for the series selector of every label_values() variable query ("panel": "variable NAME").
 //
@@ -47,6 +47,7 @@ const SUBSTITUTIONS = {
   target: '.+',
   check: '.+',
   heartbeat: '.+',
+  job: '.+',
   __rate_interval: '1m',
   __interval: '15s',
   __interval_ms: '15000',

@@ -239,6 +239,11 @@ impl Exporter {
         })
     }
 
+    /// The queue readers' series (text format), for the landing page.
+    pub fn queue_text(&self) -> Vec<u8> {
+        self.queues.render()
+    }
+
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
         self.config
@@ -259,6 +264,21 @@ impl Exporter {
             checks = config.checks().count(),
             "exporter started"
         );
+        for target in &config.targets {
+            let checks: Vec<&str> = config
+                .checks()
+                .filter(|c| c.target == target.name)
+                .map(|c| c.name.as_str())
+                .collect();
+            tracing::info!(
+                target_name = %target.name,
+                // Without user name, password or query, in case one holds a credential.
+                url = %crate::config::display_url(&target.url),
+                checks = %checks.join(","),
+                mode = config.mode.as_str(),
+                "target"
+            );
+        }
         for (spec, worst) in config.over_budget() {
             tracing::warn!(
                 target_name = %spec.target,
@@ -742,24 +762,41 @@ fn log_transition(spec: &CheckSpec, state: &CheckState, transition: Transition) 
         return;
     };
     let (target, check) = (spec.target.as_str(), spec.name.as_str());
-    let reason = outcome.reason.as_str();
-    let status = outcome.status.unwrap_or(0);
-    let detail = outcome.detail.as_deref().unwrap_or("");
+    let failing = |message: &str| {
+        tracing::warn!(
+            target_name = target,
+            check,
+            reason = outcome.reason.as_str(),
+            status = outcome.status.unwrap_or(0),
+            detail = outcome.detail.as_deref().unwrap_or(""),
+            consecutive_failures = state.consecutive_failures,
+            "{message}"
+        )
+    };
     match transition {
         Transition::First if outcome.success() => {
             tracing::debug!(target_name = target, check, "check up")
         }
-        Transition::First | Transition::Failed | Transition::ReasonChanged => tracing::warn!(
+        Transition::First | Transition::Failed | Transition::ReasonChanged => {
+            failing("check failing")
+        }
+        Transition::Recovered => tracing::info!(
             target_name = target,
             check,
-            reason,
-            status,
-            detail,
-            consecutive_failures = state.consecutive_failures,
-            "check failing"
+            // Failures just before, as far as the recent results reach.
+            after_failures = state
+                .recent
+                .iter()
+                .rev()
+                .skip(1)
+                .take_while(|r| r.reason != crate::checks::Reason::None)
+                .count(),
+            "check recovered"
         ),
-        Transition::Recovered => tracing::info!(target_name = target, check, "check recovered"),
         Transition::Unchanged => {}
+    }
+    if !outcome.success() && state.consecutive_failures == crate::state::DOWN_AFTER_FAILURES {
+        failing("check down: failed twice in a row, its alert fires");
     }
 }
 

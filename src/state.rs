@@ -3,6 +3,7 @@
 //! Metrics and the landing page are projections of a [`CheckState`]; counting consecutive
 //! failures, successes and "went down" events happens here, the same way in every mode.
 
+use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use crate::checks::{Outcome, Reason};
@@ -10,6 +11,18 @@ use crate::checks::{Outcome, Reason};
 /// The consecutive failures at which a check counts as down (what the bundled alerts wait
 /// for) and `glitchtip_check_down_total` is incremented.
 pub const DOWN_AFTER_FAILURES: u32 = 2;
+
+/// How many results of each check [`CheckState::recent`] keeps (the landing page's strip).
+pub const RECENT_RESULTS: usize = 30;
+
+/// One past result, for the landing page's strip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recent {
+    /// When the probe finished.
+    pub at: SystemTime,
+    /// Why it failed, or `Reason::None`.
+    pub reason: Reason,
+}
 
 /// What is known about one check.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +41,8 @@ pub struct CheckState {
     pub failures: u64,
     /// Times the check reached [`DOWN_AFTER_FAILURES`] consecutive failures.
     pub down_total: u64,
+    /// The latest results, oldest first, at most [`RECENT_RESULTS`].
+    pub recent: VecDeque<Recent>,
 }
 
 /// How a recorded outcome changed the check, for the one log line per change.
@@ -62,6 +77,10 @@ impl CheckState {
             }
         }
         let reason = outcome.reason;
+        if self.recent.len() == RECENT_RESULTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Recent { at: now, reason });
         self.last = Some(outcome);
         self.last_run = Some(now);
         match previous {
@@ -118,5 +137,22 @@ mod tests {
             s.record(outcome(Reason::None), t);
         }
         assert_eq!((s.down_total, s.failures), (0, 5));
+    }
+
+    #[test]
+    fn keeps_the_latest_results_only() {
+        let mut s = CheckState::default();
+        for i in 0..100 {
+            let reason = if i % 2 == 0 {
+                Reason::None
+            } else {
+                Reason::Dns
+            };
+            s.record(outcome(reason), UNIX_EPOCH + Duration::from_secs(i));
+        }
+        assert_eq!(s.recent.len(), RECENT_RESULTS);
+        assert_eq!(s.recent[0].at, UNIX_EPOCH + Duration::from_secs(70));
+        assert_eq!(s.recent[29].at, UNIX_EPOCH + Duration::from_secs(99));
+        assert_eq!(s.recent[29].reason, Reason::Dns);
     }
 }

@@ -107,7 +107,17 @@ struct Shared {
     /// The files; only the writer thread (and start-up, before it takes pings) uses them.
     storage: Mutex<Storage>,
     metrics: HeartbeatMetrics,
+    /// What the log last said of each heartbeat (`up`, `late`, `failed`, `unknown`), so
+    /// that each change is logged once; one entry per configured heartbeat.
+    logged: Mutex<BTreeMap<String, &'static str>>,
+    /// Rejected pings since the last line about them, and when that line was written: at
+    /// most one line per [`REJECTED_LOG_EVERY`].
+    rejected_log: Mutex<(Option<SystemTime>, u64)>,
 }
+
+/// How often, at most, rejected pings are logged (debug): a client with a wrong token may
+/// ping every second.
+const REJECTED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct Inner {
     specs: BTreeMap<String, HeartbeatSpec>,
@@ -152,6 +162,8 @@ impl Heartbeats {
             queue: writer::Queue::default(),
             storage: Mutex::new(Storage::default()),
             metrics: HeartbeatMetrics::new(),
+            logged: Mutex::new(BTreeMap::new()),
+            rejected_log: Mutex::new((None, 0)),
         });
         shared.update_specs(config);
         if !config.heartbeats.is_empty() {
@@ -214,10 +226,21 @@ impl Heartbeats {
             Auth::Accepted
         } else {
             self.shared.metrics.ping(name, "rejected");
-            tracing::debug!(
-                heartbeat = name,
-                "heartbeat ping rejected: wrong or missing token"
-            );
+            let now = self.shared.clock.now();
+            let mut log = lock(&self.shared.rejected_log);
+            log.1 += 1;
+            let due = log.0.is_none_or(|last| {
+                now.duration_since(last)
+                    .is_ok_and(|d| d >= REJECTED_LOG_EVERY)
+            });
+            if due {
+                tracing::debug!(
+                    heartbeat = name,
+                    rejected = log.1,
+                    "heartbeat pings rejected (wrong or missing token) since the last such line"
+                );
+                *log = (Some(now), 0);
+            }
             Auth::Rejected
         }
     }
@@ -286,7 +309,9 @@ impl Heartbeats {
         // Held while rendering, so that a reload cannot remove a heartbeat between
         // computing its view and setting its series.
         let inner = lock(&self.shared.inner);
-        self.shared.metrics.render(&evaluate_all(&inner, now))
+        let views = evaluate_all(&inner, now);
+        log_changes(&mut lock(&self.shared.logged), &inner, &views);
+        self.shared.metrics.render(&views)
     }
 
     /// Every heartbeat as of `now`, sorted by name (for the landing page).
@@ -433,6 +458,40 @@ fn evaluate_all(inner: &Inner, now: SystemTime) -> Vec<View> {
             Some(assess(spec, state, unsaved, now))
         })
         .collect()
+}
+
+/// One log line per change of a heartbeat's state, noticed when the series are rendered
+/// (each scrape): late and failed at warn, recovered at info.
+fn log_changes(logged: &mut BTreeMap<String, &'static str>, inner: &Inner, views: &[View]) {
+    logged.retain(|name, _| inner.specs.contains_key(name));
+    for view in views {
+        let failed = inner.states.get(&view.name).is_some_and(|s| s.failed);
+        let word = match (view.up, view.unknown, failed) {
+            (true, _, _) => "up",
+            (false, true, _) => "unknown",
+            (false, false, true) => "failed",
+            (false, false, false) => "late",
+        };
+        let before = logged.insert(view.name.clone(), word).unwrap_or("up");
+        if before == word {
+            continue;
+        }
+        let heartbeat = view.name.as_str();
+        let age_seconds = view.age_seconds.round() as u64;
+        match word {
+            "late" => tracing::warn!(
+                heartbeat,
+                age_seconds,
+                "heartbeat late: no success ping before its deadline, or a run that did not finish"
+            ),
+            "failed" => tracing::warn!(heartbeat, "heartbeat failed: its job sent a fail ping"),
+            "up" => tracing::info!(heartbeat, was = before, "heartbeat recovered"),
+            _ => tracing::debug!(
+                heartbeat,
+                "heartbeat unknown: pings arrive but cannot be saved"
+            ),
+        }
+    }
 }
 
 /// What a ping does to a heartbeat's state at `now` (Unix milliseconds).

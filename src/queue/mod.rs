@@ -186,10 +186,12 @@ async fn run(
                     crate::clock::unix_seconds(clock.now()),
                 );
             }
+        } else {
+            watch.unreachable();
         }
         let previous = lock(&last).replace(reading.clone());
         log_change(&spec, previous.as_ref(), &reading);
-        next = (started + spec.interval).max(Instant::now());
+        next = crate::scheduler::after(started, spec.interval).max(Instant::now());
     }
 }
 
@@ -197,6 +199,19 @@ async fn run(
 /// messages).
 fn log_change(spec: &QueueSpec, previous: Option<&Reading>, now: &Reading) {
     let target = spec.target.as_str();
+    match (previous.and_then(|r| r.workers), now.workers) {
+        (before, Some(0)) if before != Some(0) => {
+            tracing::warn!(target_name = target, "no live GlitchTip worker")
+        }
+        (Some(0), Some(n)) if n > 0 => {
+            tracing::info!(
+                target_name = target,
+                workers = n,
+                "GlitchTip workers alive again"
+            )
+        }
+        _ => {}
+    }
     let before = previous.map(|r| r.reason);
     match (before, now.reason) {
         (Some(b), n) if b == n => {}
@@ -219,7 +234,7 @@ fn log_change(spec: &QueueSpec, previous: Option<&Reading>, now: &Reading) {
             tracing::warn!(
                 target_name = target,
                 reason = s.as_str(),
-                "scheduler not running: no heartbeat task ran within its limit"
+                "scheduler stale: GlitchTip's scheduler ran no heartbeat task within its limit"
             )
         }
         Some(watch::SchedulerReason::None)

@@ -17,6 +17,11 @@
 //!
 //! Tasks never seen (e.g. `uptime-dispatch-checks` where uptime checks are off) do not
 //! count while another one is seen. Time is the injected clock's.
+//!
+//! After the broker could not be read (a Valkey or PostgreSQL outage), a task's age counts
+//! from the broker's return at the most: a scheduler that resumes within its limit (as
+//! django-vtasks 3.2.0 does within seconds) is never judged stale for the outage itself,
+//! while one that died with the outage (3.1.0) is, one limit after the return.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -64,9 +69,18 @@ pub struct Watch {
     seen: BTreeSet<String>,
     /// Heartbeat tasks missing now, with the (unix) time they were first found missing.
     missing_since: BTreeMap<String, f64>,
+    /// A read failed since the last successful one.
+    outage: bool,
+    /// The (unix) time of the first successful read after a failed one.
+    back_since: Option<f64>,
 }
 
 impl Watch {
+    /// Notes a failed read: the broker (or the way to it) was down.
+    pub fn unreachable(&mut self) {
+        self.outage = true;
+    }
+
     /// Judges one successful read: `ages` holds `(task, age in seconds)` of every last-run
     /// key read, `now` the reader's clock in unix seconds. `None` when no task is
     /// configured.
@@ -77,6 +91,11 @@ impl Watch {
         now: f64,
     ) -> Option<SchedulerReason> {
         let smallest = tasks.iter().map(|(_, limit)| *limit).min()?;
+        if std::mem::take(&mut self.outage) {
+            self.back_since = Some(now);
+        }
+        // An age counts from the broker's return at the most.
+        let since_back = self.back_since.map_or(f64::INFINITY, |t| now - t);
         self.missing_since
             .retain(|task, _| tasks.iter().any(|(t, _)| t == task));
         self.seen
@@ -89,7 +108,7 @@ impl Watch {
                 Some((_, age)) => {
                     self.missing_since.remove(task);
                     self.seen.insert(task.clone());
-                    stale |= *age > limit;
+                    stale |= age.min(since_back) > limit;
                 }
                 None => {
                     let since = *self.missing_since.entry(task.clone()).or_insert(now);
@@ -130,6 +149,56 @@ mod tests {
 
     fn ages(list: &[(&str, f64)]) -> Vec<(String, f64)> {
         list.iter().map(|(t, a)| ((*t).to_owned(), *a)).collect()
+    }
+
+    /// django-vtasks 3.2.0 after a 40 s broker outage: the keys are 40 s old at the first
+    /// read after the return and fresh a few seconds later — never stale. 3.1.0 (dead):
+    /// stale one limit (30 s) after the return.
+    #[test]
+    fn a_broker_outage_alone_is_not_a_stale_scheduler() {
+        let mut w = Watch::default();
+        let fresh = ages(&[
+            ("uptime-dispatch-checks", 1.0),
+            ("send-alert-notifications", 20.0),
+        ]);
+        assert_eq!(
+            w.judge(&tasks(), &fresh, 1000.0),
+            Some(SchedulerReason::None)
+        );
+        w.unreachable();
+        let old = |age: f64| {
+            ages(&[
+                ("uptime-dispatch-checks", age),
+                ("send-alert-notifications", age),
+            ])
+        };
+        // Back at 1045: keys 45 s old, but the broker only just returned.
+        assert_eq!(
+            w.judge(&tasks(), &old(45.0), 1045.0),
+            Some(SchedulerReason::None)
+        );
+        // 3.2.0 resumed: fresh again.
+        let mut resumed = Watch {
+            ..Default::default()
+        };
+        resumed.unreachable();
+        assert_eq!(
+            resumed.judge(&tasks(), &old(45.0), 1045.0),
+            Some(SchedulerReason::None)
+        );
+        assert_eq!(
+            resumed.judge(&tasks(), &fresh, 1060.0),
+            Some(SchedulerReason::None)
+        );
+        // 3.1.0 stays dead: stale once 30 s have passed since the return.
+        assert_eq!(
+            w.judge(&tasks(), &old(60.0), 1060.0),
+            Some(SchedulerReason::None)
+        );
+        assert_eq!(
+            w.judge(&tasks(), &old(76.0), 1076.0),
+            Some(SchedulerReason::Stale)
+        );
     }
 
     #[test]

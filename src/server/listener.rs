@@ -129,8 +129,9 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 accept_errors.clear();
+                tracing::trace!(%peer, "connection accepted");
                 stream
             }
             Err(e) if is_connection_error(&e) => continue,

@@ -201,6 +201,15 @@ async fn reload(State(exporter): State<Arc<Exporter>>) -> Response {
     }
 }
 
-async fn landing(State(exporter): State<Arc<Exporter>>) -> Html<String> {
-    Html(landing::render(&exporter))
+#[derive(Deserialize)]
+struct LandingParams {
+    refresh: Option<String>,
+}
+
+async fn landing(
+    State(exporter): State<Arc<Exporter>>,
+    Query(params): Query<LandingParams>,
+) -> Html<String> {
+    let refresh = landing::refresh_seconds(params.refresh.as_deref());
+    Html(landing::render(&exporter, refresh))
 }

@@ -253,3 +253,155 @@ async fn instance_unreachable_inhibits_the_per_check_alerts() {
     );
     assert!(out.contains("GlitchTipCheckDown"), "{out}");
 }
+
+/// The anchor GitHub gives a Markdown heading: lower case, punctuation other than `-` and
+/// `_` dropped, spaces as `-`; a repeated heading gets `-1`, `-2`, ….
+fn github_anchors(markdown: &str) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut anchors = std::collections::HashSet::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        }
+        let heading = line.trim_start_matches('#');
+        if fenced || heading.len() == line.len() || !heading.starts_with(' ') {
+            continue;
+        }
+        let base: String = heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let n = seen.entry(base.clone()).or_default();
+        anchors.insert(if *n == 0 { base } else { format!("{base}-{n}") });
+        *n += 1;
+    }
+    anchors
+}
+
+#[test]
+fn github_anchor_rules() {
+    let anchors = github_anchors("# A b\n## A b\n```\n# not\n```\n### GlitchTipX (1, 2)\n#no\n");
+    let mut anchors: Vec<_> = anchors.into_iter().collect();
+    anchors.sort();
+    assert_eq!(anchors, ["a-b", "a-b-1", "glitchtipx-1-2"]);
+}
+
+#[test]
+fn every_alert_links_to_its_runbook_section() {
+    let runbook = std::fs::read_to_string(alerts("../docs/runbook.md")).unwrap();
+    let alerts: Vec<(String, serde_json::Map<String, serde_json::Value>)> = rules_as_json()
+        .into_iter()
+        .map(|(name, _, annotations)| (name, annotations))
+        .collect();
+    assert!(alerts.len() >= 20, "{alerts:?}");
+    let anchors = github_anchors(&runbook);
+    let base =
+        "https://github.com/glitchtip-exporter/glitchtip-exporter/blob/main/docs/runbook.md#";
+    for (alert, annotations) in &alerts {
+        assert!(
+            !annotations.contains_key("runbook"),
+            "{alert}: inline runbook text instead of runbook_url"
+        );
+        let url = annotations
+            .get("runbook_url")
+            .and_then(|v| v.as_str())
+            .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+        let anchor = url
+            .strip_prefix(base)
+            .unwrap_or_else(|| panic!("{alert}: runbook_url {url} does not start with {base}"));
+        assert!(
+            anchors.contains(anchor),
+            "{alert}: docs/runbook.md has no section #{anchor}"
+        );
+        assert!(
+            anchor == alert.to_lowercase() || alert.to_lowercase().starts_with(anchor),
+            "{alert}: runbook_url points at #{anchor}, another alert's section"
+        );
+    }
+}
+
+/// The alert rules as JSON through PyYAML (which resolves the rules' YAML anchors):
+/// `[name, expr, annotations]` per rule.
+fn rules_as_json() -> Vec<(String, String, serde_json::Map<String, serde_json::Value>)> {
+    let script = "import json, yaml\n\
+        rules = yaml.safe_load(open('glitchtip.rules.yml'))\n\
+        print(json.dumps([[r['alert'], r['expr'], r.get('annotations', {})] for g in rules['groups'] for r in g['rules']]))";
+    serde_json::from_str(run("python3", &["-c", script]).trim()).expect("the script prints JSON")
+}
+
+#[test]
+fn dashboard_threshold_lines_are_the_thresholds_of_their_alerts() {
+    // Panel → (alert that watches its series, the comparison in that alert's expression).
+    let watched: &[(&str, &str, &str)] = &[
+        ("Consecutive failures", "GlitchTipCheckDown", ">= 2"),
+        ("Scheduler lag", "GlitchTipSchedulerStalled", "> 300"),
+        ("Ingest lag", "GlitchTipIngestLagHigh", "> 10"),
+        ("Queue length", "GlitchTipQueueBacklogGrowing", ">= 10"),
+        (
+            "Scheduler last run (6.x)",
+            "GlitchTipQueueSchedulerStalled",
+            "> 60",
+        ),
+    ];
+    let rules = rules_as_json();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(alerts("../grafana/dashboards/glitchtip-exporter.json")).unwrap(),
+    )
+    .unwrap();
+    let red = |thresholds: &serde_json::Value| -> Vec<f64> {
+        thresholds["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["color"] == "red")
+            .filter_map(|s| s["value"].as_f64())
+            .collect()
+    };
+    let mut lines = 0;
+    let mut panels: Vec<&serde_json::Value> = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        panels.push(p);
+        panels.extend(p["panels"].as_array().into_iter().flatten());
+    }
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or("");
+        let defaults = &panel["fieldConfig"]["defaults"];
+        if defaults["custom"]["thresholdsStyle"]["mode"] != "line" {
+            continue;
+        }
+        lines += 1;
+        let (_, alert, comparison) = watched
+            .iter()
+            .find(|(t, _, _)| *t == title)
+            .unwrap_or_else(|| panic!("panel {title:?} draws a threshold line no alert watches"));
+        let value: f64 = comparison.split(' ').nth(1).unwrap().parse().unwrap();
+        assert_eq!(red(&defaults["thresholds"]), [value], "panel {title:?}");
+        let (_, expr, _) = rules.iter().find(|(name, _, _)| name == alert).unwrap();
+        assert!(
+            expr.contains(comparison),
+            "{alert} no longer compares {comparison}: change panel {title:?} with it"
+        );
+        // Overrides: each red line must also be a comparison in the alert.
+        for o in panel["fieldConfig"]["overrides"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for p in o["properties"].as_array().unwrap() {
+                if p["id"] == "thresholds" {
+                    for v in red(&p["value"]) {
+                        assert!(
+                            expr.contains(&format!("> {v}")),
+                            "panel {title:?}: override line {v} is not in {alert}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(lines, watched.len(), "every watched panel draws its line");
+}

@@ -508,7 +508,11 @@ impl Capture {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        (capture, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Callsites first hit by a concurrent test while this subscriber was being
+        // registered may have cached "never": recompute with this subscriber in place.
+        tracing::callsite::rebuild_interest_cache();
+        (capture, guard)
     }
 
     /// Everything logged so far.
@@ -549,6 +553,8 @@ async fn no_secret_in_logs_metrics_landing_page_or_debug() {
     exporter.stop().await;
     let logs = logs.text();
     assert!(logs.contains("check failing"), "{logs}");
+    // The landing page shows the canary's last result.
+    assert!(landing.contains("canary: last result api"), "{landing}");
     for (what, text) in [
         ("logs", &logs),
         ("metrics", &metrics),

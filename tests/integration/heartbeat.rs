@@ -1208,3 +1208,46 @@ async fn binary_starts_fresh_without_a_state_file() {
     let stderr = exporter.wait_log("no heartbeat state file yet").await;
     assert!(!stderr.contains("WARN"), "{stderr}");
 }
+
+/// At the default level a heartbeat going late, failing and recovering is logged once
+/// each; rejected pings are logged at debug, at most once a minute.
+#[tokio::test]
+async fn heartbeat_changes_are_logged_once_and_rejections_rate_limited() {
+    let (logs, _guard) = helpers::Captured::install(tracing::Level::DEBUG);
+    let files = Files::new();
+    let toml = files.config(
+        &files.state_file(),
+        &[("worker", "interval = \"5m\"\ngrace = \"1m\"")],
+    );
+    let (exporter, clock) = start(&toml).await;
+    exporter.metrics().await;
+    clock.advance(Duration::from_secs(361));
+    exporter.metrics().await;
+    exporter.metrics().await;
+    assert_eq!(logs.count("WARN", "heartbeat late"), 1);
+    assert_eq!(exporter.get(&q("/heartbeat/worker")).await.status, 200);
+    exporter.metrics().await;
+    assert_eq!(logs.count("INFO", "heartbeat recovered"), 1);
+    assert_eq!(exporter.get(&q("/heartbeat/worker/fail")).await.status, 200);
+    exporter.metrics().await;
+    exporter.metrics().await;
+    assert_eq!(logs.count("WARN", "heartbeat failed"), 1);
+    assert_eq!(exporter.get(&q("/heartbeat/worker")).await.status, 200);
+    exporter.metrics().await;
+    assert_eq!(logs.count("INFO", "heartbeat recovered"), 2);
+    // Ten rejected pings within a minute: one line; the next after a minute says 10.
+    for _ in 0..10 {
+        let r = exporter.get("/heartbeat/worker?token=wrong").await;
+        assert_eq!(
+            r.status, 404,
+            "a wrong token looks like an unknown heartbeat"
+        );
+    }
+    clock.advance(Duration::from_secs(60));
+    exporter.get("/heartbeat/worker?token=wrong").await;
+    assert_eq!(logs.count("DEBUG", "heartbeat pings rejected"), 2);
+    assert_eq!(logs.count("DEBUG", "rejected=10"), 1);
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(!text.contains(TOKEN), "the token reached the log");
+    exporter.stop().await;
+}

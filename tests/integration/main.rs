@@ -15,6 +15,7 @@ mod doctor;
 mod e2e;
 mod extreme_configs;
 mod heartbeat;
+mod landing;
 mod queue;
 mod queue_postgres;
 mod redirects;

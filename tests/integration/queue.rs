@@ -891,3 +891,39 @@ fn exporter_toml_shows_the_scheduler_tasks_default() {
         assert!(line.contains(&shown), "{shown} in {line}");
     }
 }
+
+/// A stalled scheduler is logged once at warn, at the bundled alert's threshold, and its
+/// return at info.
+#[tokio::test]
+async fn a_stale_scheduler_is_logged_once_and_its_return() {
+    let (logs, _guard) = crate::helpers::Captured::install(tracing::Level::INFO);
+    let redis = Redis::start().await;
+    redis.acl_user(EXPORTER_ACL).await;
+    load_vtasks(&redis, "{vt}", 300.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = start_reader(&dir, &exporter_url(&redis), Some(EXPORTER_PASSWORD), "").await;
+    wait_for(&exporter, "a successful read", |s| up(s) == Some(1.0)).await;
+    // More reads of the same stale task: each new length is a new read.
+    for expected in [4.0, 5.0] {
+        redis.run(&["RPUSH", "{vt}:q:default", "more"]).await;
+        wait_for(&exporter, "another read", |s| {
+            length(s, "default") == expected
+        })
+        .await;
+    }
+    let fresh = format!("{}", CLOCK_START as f64 - 1.0);
+    redis
+        .run(&[
+            "SET",
+            "{vt}:scheduler:vtasks_last_run:uptime-dispatch-checks",
+            &fresh,
+        ])
+        .await;
+    wait_for(&exporter, "the scheduler back", |_| {
+        logs.count("INFO", "scheduler running again") == 1
+    })
+    .await;
+    assert_eq!(logs.count("WARN", "scheduler stale"), 1);
+    assert_eq!(logs.count("WARN", "reason=\"stale\""), 1);
+    exporter.stop().await;
+}

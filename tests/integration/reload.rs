@@ -2,10 +2,9 @@
 //! state, a bad config keeps the old one in force; a changed version replaces its series;
 //! concurrent reloads share loads and log each outcome once.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::helpers::{self, Samples};
+use crate::helpers::{self, Captured, Samples};
 use crate::stub::{Behavior, Scenario, StubGlitchTip};
 
 fn two_targets(a: &StubGlitchTip, b: &StubGlitchTip) -> String {
@@ -133,50 +132,10 @@ async fn changed_check_keeps_its_state_and_counts_on() {
     exporter.stop().await;
 }
 
-/// Tracing output of the test's own thread (the exporter's tasks run there too).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
-
-impl Captured {
-    /// Lines at `level` that contain `text`.
-    fn count(&self, level: &str, text: &str) -> usize {
-        let bytes = self.0.lock().unwrap();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|l| l.contains(&format!(" {level} ")) && l.contains(text))
-            .count()
-    }
-}
-
 /// Regression (#18): eight connections drove 567 reloads a second, each logged.
 #[tokio::test]
 async fn concurrent_reloads_share_loads_answer_each_and_log_each_outcome_once() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::DEBUG);
     let a = StubGlitchTip::start(Scenario::Healthy).await;
     let toml = one_target(&a);
     let (deps, _clock) = helpers::deps();

@@ -155,7 +155,7 @@ async fn backend_only_install_fails_only_the_dashboard() {
 
 #[tokio::test]
 async fn stopped_worker_is_invisible_to_http_checks() {
-    // FACTS.md: every endpoint stays 200 while no event is stored; only the ingest canary
+    // docs/glitchtip-facts.md: every endpoint stays 200 while no event is stored; only the ingest canary
     // can see this. The HTTP checks must at least not raise a false alarm.
     let (m, _stub) = scrape(Scenario::WorkerStopped, "2s").await;
     assert_checks(

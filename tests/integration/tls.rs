@@ -1581,3 +1581,25 @@ timeout = "500ms"
     assert_eq!(stub.violations(), Vec::<String>::new());
     exporter.stop().await;
 }
+
+/// The landing page names the TLS reason in words and the days until expiry.
+#[tokio::test]
+async fn landing_page_says_the_tls_reason_in_words_and_days_to_expiry() {
+    let trusted = root_ca(ROOT_CN, 3650);
+    let unknown = root_ca("Unknown CA", 3650);
+    let leaf = leaf(&[TEST_HOST], -10, 90, &unknown);
+    let server = start_tls_server(vec![leaf.der.clone(), unknown.der.clone()], &leaf.key).await;
+    let ca = ca_file(&[&trusted.pem]);
+    let (deps, _clock) = helpers::deps();
+    let exporter = helpers::start(&config(server.addr.port(), ca.path(), ""), deps).await;
+    exporter.metrics().await;
+    let page = exporter.get("/").await.body;
+    exporter.stop().await;
+    assert!(
+        page.contains(
+            "TLS: the chain does not lead to a trusted root (unknown_issuer); expires in 90 days"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("1 of 1 checks failing"), "{page}");
+}
