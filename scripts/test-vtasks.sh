@@ -41,7 +41,7 @@ PG_LONG_OUTAGE=40 # longer than psycopg's pool timeout (30 s, GlitchTip's defaul
 # after Valkey comes back empty; then the alert on it (VT_MISSING_ALERT, default: the first
 # alert in the rules file that names the series) fires, and resolves on a worker restart.
 VT_MISSING_SERIES="${VT_MISSING_SERIES:-glitchtip_queue_scheduler_up}"
-VT_MISSING_ALERT="${VT_MISSING_ALERT:-}"
+VT_MISSING_ALERT="${VT_MISSING_ALERT:-GlitchTipQueueSchedulerStalled}"
 MISSING_WITHIN="${VT_MISSING_WITHIN:-150}"
 # The [targets.NAME.queue] table that points the exporter at the database backend.
 # Arguments: target name, PostgreSQL port, password file of the read-only role vt_reader.

@@ -33,7 +33,7 @@ pub fn render(views: &[(String, Reading)]) -> Vec<u8> {
     let reason = gauge(
         &r,
         "glitchtip_queue_failure_reason",
-        "Constant 1; the reason label says why the last queue read failed (none when it succeeded): none, dns, connect, tls, timeout, auth (wrong or missing password), denied (ACL or GRANT forbids a read), unknown_layout (no GlitchTip keys or tables found), reply_too_large (a reply over 1 MiB, or over 10000 keys matching a pattern), error.",
+        "Constant 1; the reason label says why the last queue read failed (none when it succeeded): none, dns, connect, tls, timeout, auth (wrong or missing password), denied (ACL or GRANT forbids a read), unknown_layout (no GlitchTip keys or tables found), reply_too_large (a reply over 1 MiB, or over 10000 keys matching a pattern), error, exporter_resources (the exporter could not open a socket).",
         &["target", "reason"],
     );
     let layout = gauge(

@@ -93,7 +93,7 @@ async fn read_tables(
         .map_err(|e| (QueueReason::Dns, e))?;
     let stream = tcp_connect(&addrs)
         .await
-        .map_err(|e| (QueueReason::Connect, e.to_string()))?;
+        .map_err(|e| (super::read::connect_reason(&e), e.to_string()))?;
     let budget = Budget::new(QUEUE_MAX_REPLY_BYTES);
     let tls_failed = Arc::new(AtomicBool::new(false));
     let connector = Rustls {

@@ -42,11 +42,14 @@ pub enum QueueReason {
     ReplyTooLarge,
     /// Any other server error or unexpected answer.
     Error,
+    /// The exporter could not open a socket (out of file descriptors): its own failure,
+    /// the server was never tried.
+    ExporterResources,
 }
 
 impl QueueReason {
     /// Every reason.
-    pub const ALL: [QueueReason; 10] = [
+    pub const ALL: [QueueReason; 11] = [
         QueueReason::None,
         QueueReason::Dns,
         QueueReason::Connect,
@@ -57,6 +60,7 @@ impl QueueReason {
         QueueReason::UnknownLayout,
         QueueReason::ReplyTooLarge,
         QueueReason::Error,
+        QueueReason::ExporterResources,
     ];
 
     /// The label value.
@@ -72,7 +76,18 @@ impl QueueReason {
             QueueReason::UnknownLayout => "unknown_layout",
             QueueReason::ReplyTooLarge => "reply_too_large",
             QueueReason::Error => "error",
+            QueueReason::ExporterResources => "exporter_resources",
         }
+    }
+}
+
+/// The reason of a failed TCP connect: `exporter_resources` when no socket could be
+/// opened (the exporter's failure), else `connect`.
+pub(crate) fn connect_reason(e: &std::io::Error) -> QueueReason {
+    if crate::net::connect::is_out_of_resources(e) {
+        QueueReason::ExporterResources
+    } else {
+        QueueReason::Connect
     }
 }
 
@@ -201,6 +216,16 @@ pub fn last_run_age(epoch: f64, now: f64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Out of descriptors is the exporter's failure, never the server's `connect`.
+    #[test]
+    fn a_socket_the_exporter_cannot_open_is_its_own_failure() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(connect_reason(&emfile), QueueReason::ExporterResources);
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(connect_reason(&refused), QueueReason::Connect);
+    }
+
     use super::*;
 
     #[test]

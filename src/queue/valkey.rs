@@ -83,7 +83,7 @@ async fn connect(spec: &QueueSpec, resolver: &Arc<dyn Resolver>) -> Result<Conn>
         .map_err(|e| Fail(QueueReason::Dns, e))?;
     let stream = tcp_connect(&addrs)
         .await
-        .map_err(|e| Fail(QueueReason::Connect, e.to_string()))?;
+        .map_err(|e| Fail(super::read::connect_reason(&e), e.to_string()))?;
     let io: Box<dyn Io> = match &spec.tls {
         Some(tls) => Box::new(
             tokio_rustls::TlsConnector::from(tls.config.clone())
