@@ -65,7 +65,7 @@ pub(crate) fn wrapped(wrapper: &[&str]) -> Command {
 }
 
 /// Runs the binary to completion.
-async fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+pub(crate) async fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
     let out = timeout(PATIENCE, command().args(args).output())
         .await
         .expect("the binary finishes")

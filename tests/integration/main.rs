@@ -23,3 +23,4 @@ mod secrets;
 mod secrets_live;
 mod server_abuse;
 mod tls;
+mod web;

@@ -159,7 +159,15 @@ async fn no_secret_in_any_output_of_the_running_binary() {
     std::fs::write(&config_file, &good).unwrap();
 
     let envs = [("GLITCHTIP_EXPORTER_LOG", "trace".to_owned())];
-    let exporter = Running::start(&["-c", config_file.to_str().unwrap()], &envs).await;
+    let exporter = Running::start(
+        &[
+            "-c",
+            config_file.to_str().unwrap(),
+            "--web.enable-lifecycle",
+        ],
+        &envs,
+    )
+    .await;
     let mut seen = Channels::default();
 
     // Every path that holds a secret has run, and failed where it should.
@@ -253,7 +261,7 @@ async fn no_secret_in_any_output_of_the_running_binary() {
     let (status, stdout, stderr) = exporter.terminate().await;
     assert!(status.success(), "{status}");
     // The log was really at trace and really saw the refused reloads.
-    assert!(stderr.contains("TRACE"), "trace logging is on");
+    assert!(stderr.contains("TRACE"), "trace logging is on: {stderr}");
     assert!(
         stderr.matches("config reload failed").count() >= 1,
         "the refused reload is logged"
