@@ -434,3 +434,29 @@ async fn reload_endpoint(web: Arc<Web>, State(exporter): State<Arc<Exporter>>) -
 async fn landing(State(exporter): State<Arc<Exporter>>) -> Html<String> {
     Html(landing::render(&exporter))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials(value: &str) -> Option<(String, String)> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        basic_credentials(&headers)
+    }
+
+    #[test]
+    fn basic_credentials_are_read_only_from_a_well_formed_header() {
+        let pair = |u: &str, p: &str| Some((u.to_owned(), p.to_owned()));
+        // "user:pa:ss", "user:", ":pw"
+        assert_eq!(credentials("Basic dXNlcjpwYTpzcw=="), pair("user", "pa:ss"));
+        assert_eq!(credentials("basic dXNlcjo="), pair("user", ""));
+        assert_eq!(credentials("Basic OnB3"), pair("", "pw"));
+        // "user" (no colon), not base64, another scheme, no value.
+        assert_eq!(credentials("Basic dXNlcg=="), None);
+        assert_eq!(credentials("Basic not-base64!"), None);
+        assert_eq!(credentials("Bearer dXNlcjpwYXNz"), None);
+        assert_eq!(credentials("Basic"), None);
+        assert_eq!(basic_credentials(&HeaderMap::new()), None);
+    }
+}
