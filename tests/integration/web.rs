@@ -428,6 +428,28 @@ async fn binary_takes_prometheus_style_flags_and_checks_the_web_config() {
     assert_eq!(healthy.status, 200);
     let reload = ask(exporter.addr, &client, "POST", "/-/reload", Some(&good)).await;
     assert_eq!(reload.status, 403, "no --web.enable-lifecycle");
+
+    // SIGHUP always reloads: a rotated certificate serves the next connections.
+    let (cert, key, rotated) = pki.ca.leaf();
+    std::fs::write(pki.dir.path().join("server.crt"), cert).unwrap();
+    std::fs::write(pki.dir.path().join("server.key"), key).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &exporter.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let a = ask(exporter.addr, &client, "GET", "/-/healthy", Some(&good)).await;
+        if a.server_cert == rotated {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not rotate the certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (status, _, _) = exporter.terminate().await;
     assert!(status.success());
 
