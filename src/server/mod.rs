@@ -56,6 +56,10 @@ pub struct Web {
     current: RwLock<WebConfig>,
     /// `--web.enable-lifecycle`.
     lifecycle: bool,
+    /// bcrypt verifications running at once, at most one per core: a flood of wrong
+    /// passwords queues here instead of taking every blocking thread and the CPU that
+    /// probes need.
+    verifications: Semaphore,
     /// The last reload's error message, so that the same failure again is logged at debug;
     /// `Some` also sets [`WEB_RELOAD_GAUGE`] to 0.
     last_error: Mutex<Option<String>>,
@@ -78,6 +82,7 @@ impl Web {
             file,
             current: RwLock::new(current),
             lifecycle,
+            verifications: verification_slots(),
             last_error: Mutex::new(None),
         }))
     }
@@ -88,6 +93,7 @@ impl Web {
             file: None,
             current: RwLock::new(WebConfig::default()),
             lifecycle,
+            verifications: verification_slots(),
             last_error: Mutex::new(None),
         })
     }
@@ -161,6 +167,10 @@ impl Web {
             }
         }
     }
+}
+
+fn verification_slots() -> Semaphore {
+    Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// Errors of a reload of both the config and the web config.
@@ -268,11 +278,13 @@ async fn require_auth(State(web): State<Arc<Web>>, request: Request, next: Next)
         return next.run(request).await;
     };
     let allowed = match basic_credentials(request.headers()) {
-        Some((user, password)) => {
-            tokio::task::spawn_blocking(move || users.verify(&user, &password))
+        Some((user, password)) if users.remembered(&user, &password) => true,
+        Some((user, password)) => match web.verifications.acquire().await {
+            Ok(_slot) => tokio::task::spawn_blocking(move || users.verify(&user, &password))
                 .await
-                .unwrap_or(false)
-        }
+                .unwrap_or(false),
+            Err(_) => false,
+        },
         None => false,
     };
     if allowed {
