@@ -10,13 +10,20 @@ use anyhow::Context as _;
 use clap::Parser;
 use glitchtip_exporter::config::ConfigSource;
 use glitchtip_exporter::exporter::{Deps, Exporter};
+use glitchtip_exporter::server::Web;
 
 /// Prometheus exporter that watches self-hosted GlitchTip from the outside.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
     /// TOML config file (see exporter.toml); GLITCHTIP_EXPORTER__* variables override it.
-    #[arg(short, long, env = "GLITCHTIP_EXPORTER_CONFIG", value_name = "FILE")]
+    #[arg(
+        short,
+        long = "config.file",
+        visible_alias = "config",
+        env = "GLITCHTIP_EXPORTER_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
 
     /// A GlitchTip instance to watch with the default checks: URL or NAME=URL; repeatable.
@@ -30,8 +37,25 @@ struct Cli {
     targets: Vec<String>,
 
     /// Address to listen on (default 0.0.0.0:10099), overriding server.listen.
-    #[arg(long, env = "GLITCHTIP_EXPORTER_LISTEN", value_name = "ADDR")]
+    #[arg(
+        long = "web.listen-address",
+        visible_alias = "listen",
+        env = "GLITCHTIP_EXPORTER_LISTEN",
+        value_name = "ADDR"
+    )]
     listen: Option<SocketAddr>,
+
+    /// Web config (exporter-toolkit format): TLS and basic authentication for the endpoints.
+    #[arg(
+        long = "web.config.file",
+        env = "GLITCHTIP_EXPORTER_WEB_CONFIG",
+        value_name = "FILE"
+    )]
+    web_config_file: Option<PathBuf>,
+
+    /// Allow POST /-/reload (off: it answers 403; SIGHUP always reloads).
+    #[arg(long = "web.enable-lifecycle")]
+    web_enable_lifecycle: bool,
 
     /// Probe mode, overriding server.mode: interval or scrape.
     #[arg(long, value_name = "MODE", value_parser = ["interval", "scrape"])]
@@ -178,6 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         env: None,
     };
     let config = source.load()?;
+    let web = Web::load(cli.web_config_file, cli.web_enable_lifecycle)?;
     if cli.check_config {
         for warning in config.warnings() {
             eprintln!("warning: {warning}");
@@ -202,10 +227,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        tracing::info!(listen = %listener.local_addr()?, "listening");
+        let scheme = if web.tls().is_some() { "https" } else { "http" };
+        tracing::info!(listen = %listener.local_addr()?, scheme, "listening");
         let exporter = Exporter::with_config(source, config, Deps::default());
-        spawn_reload_on_sighup(exporter.clone())?;
-        glitchtip_exporter::server::run(listener, exporter, shutdown_signal()?).await?;
+        spawn_reload_on_sighup(exporter.clone(), web.clone())?;
+        glitchtip_exporter::server::run_with(listener, exporter, web, shutdown_signal()?).await?;
         Ok(())
     })
 }
@@ -230,14 +256,14 @@ fn raise_fd_limit() {
     }
 }
 
-fn spawn_reload_on_sighup(exporter: Arc<Exporter>) -> anyhow::Result<()> {
+fn spawn_reload_on_sighup(exporter: Arc<Exporter>, web: Arc<Web>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             // Through the same coalesced path as `/-/reload`, which logs the outcome.
             tracing::debug!("SIGHUP: reloading the config");
-            let _ = exporter.reload().await;
+            let _ = glitchtip_exporter::server::reload(&exporter, &web).await;
         }
     });
     Ok(())

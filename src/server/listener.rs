@@ -76,6 +76,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     reserve_app: Router,
+    web: Arc<super::Web>,
     limits: ServerLimits,
     stop: impl Future<Output = ()>,
 ) {
@@ -100,19 +101,18 @@ pub async fn serve(
         max_concurrent_probes = limits.max_concurrent_probes,
         "client limits"
     );
+    let reserve_header_timeout = limits.header_read_timeout.min(RESERVE_HEADER_READ_TIMEOUT);
     let general = Pool {
         builder: builder(&limits, limits.header_read_timeout, true),
         app,
         body_timeout: limits.header_read_timeout,
+        handshake_timeout: limits.header_read_timeout,
     };
     let reserve = Pool {
-        builder: builder(
-            &limits,
-            limits.header_read_timeout.min(RESERVE_HEADER_READ_TIMEOUT),
-            false,
-        ),
+        builder: builder(&limits, reserve_header_timeout, false),
         app: reserve_app,
         body_timeout: limits.header_read_timeout,
+        handshake_timeout: reserve_header_timeout,
     };
     let slots = Arc::new(Semaphore::new(max_connections));
     let reserve_slots = Arc::new(Semaphore::new(RESERVE_CONNECTIONS));
@@ -148,8 +148,10 @@ pub async fn serve(
             }
         };
         let tracked = Arc::new(Tracked::default());
+        // Read per connection: a reload's new certificate serves the next one.
+        let tls = web.tls();
         if let Ok(permit) = slots.clone().try_acquire_owned() {
-            general.spawn(stream, tracked, permit, &graceful);
+            general.spawn(stream, tls, tracked, permit, &graceful);
             continue;
         }
         // The reserve: a newcomer takes the place of the oldest connection that has not
@@ -186,7 +188,7 @@ pub async fn serve(
         };
         if let Some(slot) = slot {
             reserved.push_back(tracked.clone());
-            reserve.spawn(stream, tracked, slot, &graceful);
+            reserve.spawn(stream, tls, tracked, slot, &graceful);
         }
         // Otherwise every reserve connection is being answered: this one is closed.
     }
@@ -200,13 +202,18 @@ struct Pool {
     app: Router,
     /// See [`DeadlineBody`].
     body_timeout: Duration,
+    /// The TLS handshake gets the header deadline too, so that a client that speaks plain
+    /// HTTP to the TLS port, or never finishes its handshake, is closed, not kept.
+    handshake_timeout: Duration,
 }
 
 impl Pool {
-    /// Serves `stream` on its own task, holding `slot` until the connection ends.
+    /// Serves `stream` (over TLS with `tls`) on its own task, holding `slot` until the
+    /// connection ends.
     fn spawn(
         &self,
         stream: TcpStream,
+        tls: Option<Arc<rustls::ServerConfig>>,
         tracked: Arc<Tracked>,
         slot: impl Send + 'static,
         graceful: &GracefulShutdown,
@@ -216,13 +223,32 @@ impl Pool {
             tracked: tracked.clone(),
             body_timeout: self.body_timeout,
         };
-        let connection =
-            graceful.watch(self.builder.serve_connection(TokioIo::new(stream), service));
+        let builder = self.builder.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = self.handshake_timeout;
+        let connection = async move {
+            // An error here is the client's (reset, bad request, header deadline, failed
+            // handshake); hyper has answered what could be answered.
+            match tls {
+                None => {
+                    let _ = watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await;
+                }
+                Some(config) => {
+                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    if let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, handshake).await
+                    {
+                        let _ = watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), service))
+                            .await;
+                    }
+                }
+            }
+        };
         tokio::spawn(async move {
-            // An error here is the client's (reset, bad request, header deadline); hyper
-            // has answered what could be answered.
             tokio::select! {
-                _ = connection => {}
+                () = connection => {}
                 () = tracked.evict.cancelled() => {}
             }
             tracked.closed.store(true, Ordering::Relaxed);

@@ -91,15 +91,10 @@ impl BasicAuthUsers {
     /// user, a wrong password and a right one (the first time); blocking (bcrypt): call it
     /// off the async workers.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let key = login_digest(user, password);
-        if self
-            .verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&key)
-        {
+        if self.remembered(user, password) {
             return true;
         }
+        let key = login_digest(user, password);
         let (hash, known) = match self.hashes.get(user) {
             Some(hash) => (hash.as_str(), true),
             None => (self.decoy.as_str(), false),
@@ -113,6 +108,17 @@ impl BasicAuthUsers {
             verified.insert(key);
         }
         ok
+    }
+
+    /// Whether `user` with `password` passed [`Self::verify`] before: a hash and a lookup,
+    /// cheap enough for the async workers, so that Prometheus's logins need not queue
+    /// behind a flood of wrong passwords. Only credentials already proven right answer
+    /// faster, which tells the client nothing its 200 did not.
+    pub fn remembered(&self, user: &str, password: &str) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&login_digest(user, password))
     }
 }
 

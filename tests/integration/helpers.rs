@@ -13,6 +13,7 @@ use glitchtip_exporter::clock::ManualClock;
 use glitchtip_exporter::config::ConfigSource;
 use glitchtip_exporter::exporter::{Deps, Exporter};
 use glitchtip_exporter::net::resolver::StaticResolver;
+use glitchtip_exporter::server::Web;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -44,8 +45,14 @@ pub struct TestExporter {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// Starts the exporter with `toml` as its config file, on 127.0.0.1:0.
+/// Starts the exporter with `toml` as its config file, on 127.0.0.1:0, with the lifecycle
+/// endpoints on (`--web.enable-lifecycle`: the reload tests POST /-/reload).
 pub async fn start(toml: &str, deps: Deps) -> TestExporter {
+    start_web(toml, deps, Web::open(true)).await
+}
+
+/// [`start`], with the endpoints protected and switched as `web` says.
+pub async fn start_web(toml: &str, deps: Deps, web: Arc<Web>) -> TestExporter {
     let config_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config_file.path(), toml).unwrap();
     let source = ConfigSource {
@@ -57,9 +64,10 @@ pub async fn start(toml: &str, deps: Deps) -> TestExporter {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(glitchtip_exporter::server::run(
+    let task = tokio::spawn(glitchtip_exporter::server::run_with(
         listener,
         exporter.clone(),
+        web,
         async move {
             let _ = rx.await;
         },

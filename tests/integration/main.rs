@@ -27,3 +27,4 @@ mod secrets_live;
 mod server_abuse;
 mod shipped_config;
 mod tls;
+mod web;

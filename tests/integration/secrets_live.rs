@@ -159,7 +159,15 @@ async fn no_secret_in_any_output_of_the_running_binary() {
     std::fs::write(&config_file, &good).unwrap();
 
     let envs = [("GLITCHTIP_EXPORTER_LOG", "trace".to_owned())];
-    let exporter = Running::start(&["-c", config_file.to_str().unwrap()], &envs).await;
+    let exporter = Running::start(
+        &[
+            "-c",
+            config_file.to_str().unwrap(),
+            "--web.enable-lifecycle",
+        ],
+        &envs,
+    )
+    .await;
     let mut seen = Channels::default();
 
     // Every path that holds a secret has run, and failed where it should.
