@@ -168,10 +168,10 @@ async fn wait(url: &str, timeout: Duration) -> anyhow::Result<()> {
     let (addr, target) = loopback(url)?;
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(mut sender) = connect(addr).await {
-            if let Ok((200, _)) = get(&mut sender, addr, &target).await {
-                return Ok(());
-            }
+        if let Ok(mut sender) = connect(addr).await
+            && let Ok((200, _)) = get(&mut sender, addr, &target).await
+        {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("{url} did not answer 200 within {timeout:?}");

@@ -266,10 +266,10 @@ impl Metrics {
                         subject: cert.subject.clone(),
                         target: target.to_owned(),
                     });
-                    if row.cert.as_ref().map(|c| &c.info) != info.as_ref() {
-                        if let Some(old) = row.cert.take() {
-                            series.cert_info.remove(&old.info);
-                        }
+                    if row.cert.as_ref().map(|c| &c.info) != info.as_ref()
+                        && let Some(old) = row.cert.take()
+                    {
+                        series.cert_info.remove(&old.info);
                     }
                     row.cert = match (findings.certificate.as_ref(), info) {
                         (Some(cert), Some(info)) => {
@@ -317,10 +317,10 @@ impl Metrics {
     pub fn set_version(&self, target: &str, previous: Option<&str>, version: &str) {
         {
             let mut series = lock(&self.series);
-            if let Some(old) = previous.filter(|old| *old != version) {
-                if series.versions.get(target).map(|(v, _)| v.as_str()) == Some(old) {
-                    series.versions.remove(target);
-                }
+            if let Some(old) = previous.filter(|old| *old != version)
+                && series.versions.get(target).map(|(v, _)| v.as_str()) == Some(old)
+            {
+                series.versions.remove(target);
             }
             let labels = labels(&[("target", target), ("version", version)]);
             series
@@ -536,10 +536,10 @@ struct Series {
 
 impl Series {
     fn remove_tls(&mut self, target: &str) {
-        if let Some(row) = self.tls.remove(target) {
-            if let Some(cert) = row.cert {
-                self.cert_info.remove(&cert.info);
-            }
+        if let Some(row) = self.tls.remove(target)
+            && let Some(cert) = row.cert
+        {
+            self.cert_info.remove(&cert.info);
         }
     }
 }

@@ -30,48 +30,49 @@ pub async fn probe(check: &HttpCheck, env: &ProbeEnv, trace: &mut Trace) -> Resu
     loop {
         let mut answer = exchange(check, &url, &headers, env, trace).await?;
         let status = answer.status.as_u16();
-        if check.follow_redirects && answer.status.is_redirection() {
-            if let Some(location) = answer.location.take() {
-                if redirects >= check.max_redirects {
-                    return Err(Failure {
-                        status: Some(status),
-                        ..Failure::new(
-                            Reason::Http,
-                            format!("more than {} redirects", check.max_redirects),
-                        )
-                    });
-                }
-                let next = match url.join(&location) {
-                    Ok(next) if matches!(next.scheme(), "http" | "https") => next,
-                    _ => {
-                        return Err(Failure {
-                            status: Some(status),
-                            ..Failure::new(Reason::Http, "redirect to an unusable location")
-                        });
-                    }
-                };
-                if url.scheme() == "https"
-                    && next.scheme() == "http"
-                    && !check.allow_https_to_http_redirect
-                {
-                    return Err(Failure {
-                        status: Some(status),
-                        ..Failure::new(
-                            Reason::Http,
-                            "redirect from https:// to http:// refused (allow_https_to_http_redirect = false)",
-                        )
-                    });
-                }
-                if next.origin() != url.origin() && matches!(headers, Cow::Borrowed(_)) {
-                    headers = Cow::Owned(without_credentials(
-                        &check.headers,
-                        &check.sensitive_headers,
-                    ));
-                }
-                url = next;
-                redirects += 1;
-                continue;
+        if check.follow_redirects
+            && answer.status.is_redirection()
+            && let Some(location) = answer.location.take()
+        {
+            if redirects >= check.max_redirects {
+                return Err(Failure {
+                    status: Some(status),
+                    ..Failure::new(
+                        Reason::Http,
+                        format!("more than {} redirects", check.max_redirects),
+                    )
+                });
             }
+            let next = match url.join(&location) {
+                Ok(next) if matches!(next.scheme(), "http" | "https") => next,
+                _ => {
+                    return Err(Failure {
+                        status: Some(status),
+                        ..Failure::new(Reason::Http, "redirect to an unusable location")
+                    });
+                }
+            };
+            if url.scheme() == "https"
+                && next.scheme() == "http"
+                && !check.allow_https_to_http_redirect
+            {
+                return Err(Failure {
+                    status: Some(status),
+                    ..Failure::new(
+                        Reason::Http,
+                        "redirect from https:// to http:// refused (allow_https_to_http_redirect = false)",
+                    )
+                });
+            }
+            if next.origin() != url.origin() && matches!(headers, Cow::Borrowed(_)) {
+                headers = Cow::Owned(without_credentials(
+                    &check.headers,
+                    &check.sensitive_headers,
+                ));
+            }
+            url = next;
+            redirects += 1;
+            continue;
         }
         trace.enter(Phase::Transfer);
         let body = read_body(answer.body, check.max_body_bytes, status).await;

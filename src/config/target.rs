@@ -118,13 +118,12 @@ pub(super) fn build(
         }
         checks.push(Arc::new(http_check::build(&input, tls_cache, ctx)?));
     }
-    if let Some(raw_canary) = &target.canary {
-        if let Some(spec) =
+    if let Some(raw_canary) = &target.canary
+        && let Some(spec) =
             crate::canary::config::build(name, &url, target, raw_canary, tls_cache, ctx)?
-        {
-            checks.push(Arc::new(spec));
-            checks.sort_by(|a, b| a.name.cmp(&b.name));
-        }
+    {
+        checks.push(Arc::new(spec));
+        checks.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let queue = match &target.queue {
         Some(raw_queue) => crate::queue::config::build(name, raw_queue, ctx)?.map(Arc::new),

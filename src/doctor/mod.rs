@@ -122,14 +122,14 @@ pub async fn run(opts: &Options, env: &ProbeEnv) -> Report {
     let url = opts.target.as_str().to_owned();
     let defaults = probes::defaults_toml(opts.timeout);
     let token_file = opts.token_file.as_deref().map(absolute);
-    if let Some(redis) = &opts.redis_url {
-        if Url::parse(redis).is_ok_and(|u| u.password().is_some()) {
-            return Report::early(
-                Exit::Failing,
-                "--redis-url: a URL without a password expected (the exporter reads it from a file)"
-                    .to_owned(),
-            );
-        }
+    if let Some(redis) = &opts.redis_url
+        && Url::parse(redis).is_ok_and(|u| u.password().is_some())
+    {
+        return Report::early(
+            Exit::Failing,
+            "--redis-url: a URL without a password expected (the exporter reads it from a file)"
+                .to_owned(),
+        );
     }
 
     // The DSN: its shape, and where ingest is (its host must answer; no event is sent).

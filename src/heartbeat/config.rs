@@ -89,19 +89,19 @@ pub fn build(
     let field = |f: &str| format!("{key}.{f}");
     check_name(name).map_err(|e| invalid(&key, e))?;
 
-    if let Some(target) = &raw.target {
-        if !targets.iter().any(|t| &t.name == target) {
-            let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-            let expected = if known.is_empty() {
-                format!("the name of a configured target (there are none), got {target:?}")
-            } else {
-                format!(
-                    "the name of a configured target ({}), got {target:?}",
-                    known.join(", ")
-                )
-            };
-            return Err(invalid(&field("target"), expected));
-        }
+    if let Some(target) = &raw.target
+        && !targets.iter().any(|t| &t.name == target)
+    {
+        let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        let expected = if known.is_empty() {
+            format!("the name of a configured target (there are none), got {target:?}")
+        } else {
+            format!(
+                "the name of a configured target ({}), got {target:?}",
+                known.join(", ")
+            )
+        };
+        return Err(invalid(&field("target"), expected));
     }
 
     let expect = match (&raw.interval, &raw.schedule) {

@@ -103,10 +103,10 @@ fn collect<R: AsyncRead + Unpin + Send + 'static>(
     tokio::spawn(async move {
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(addr) = listen_addr(&line) {
-                if let Some(tx) = listening.take() {
-                    let _ = tx.send(addr);
-                }
+            if let Some(addr) = listen_addr(&line)
+                && let Some(tx) = listening.take()
+            {
+                let _ = tx.send(addr);
             }
             let mut sink = sink.lock().unwrap();
             sink.push_str(&line);

@@ -942,10 +942,9 @@ impl Binary {
                 if let Some(addr) = line
                     .split_once("listening listen=")
                     .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+                    && let Some(tx) = tx.take()
                 {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
+                    let _ = tx.send(addr);
                 }
                 let mut sink = sink.lock().unwrap();
                 sink.push_str(&line);

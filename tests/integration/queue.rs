@@ -82,14 +82,12 @@ impl Redis {
         for _ in 0..200 {
             if let Ok(Ok(mut c)) =
                 tokio::time::timeout(Duration::from_secs(1), redis.try_admin()).await
-            {
-                if redis::cmd("PING")
+                && redis::cmd("PING")
                     .query_async::<String>(&mut c)
                     .await
                     .is_ok()
-                {
-                    return redis;
-                }
+            {
+                return redis;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -343,13 +343,13 @@ async fn ingest(
     let id = event_id_of(&endpoint, &body).unwrap_or_default();
     let mode = {
         let mut inner = shared.lock();
-        if let Some(until) = inner.not_before {
-            if now < until {
-                let early = until - now;
-                inner.violations.push(format!(
-                    "an ingest request {early:?} before Retry-After had passed"
-                ));
-            }
+        if let Some(until) = inner.not_before
+            && now < until
+        {
+            let early = until - now;
+            inner.violations.push(format!(
+                "an ingest request {early:?} before Retry-After had passed"
+            ));
         }
         inner.keys.push(key.clone());
         inner.seen.push(Seen {
