@@ -99,6 +99,8 @@ fuzz_target!(|input: Input<'_>| {
         version_field,
         follow_redirects: false,
         max_redirects: 0,
+        sensitive_headers: Default::default(),
+        allow_https_to_http_redirect: false,
         max_body_bytes: 1 << 20,
         tls: tls(),
         insecure_skip_verify: false,

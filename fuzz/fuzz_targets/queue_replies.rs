@@ -71,6 +71,12 @@ fuzz_target!(|data: &[u8]| {
         timeout: Duration::from_secs(2),
         workers: options & 0x20 != 0,
         fingerprint: 0,
+        backend: glitchtip_exporter::queue::config::Backend::Valkey,
+        dbname: String::new(),
+        scheduler_tasks: vec![
+            ("uptime-dispatch-checks".to_owned(), Duration::from_secs(30)),
+            ("send-alert-notifications".to_owned(), Duration::from_secs(150)),
+        ],
     };
     let resolver: Arc<dyn Resolver> = Arc::new(StaticResolver::new());
     let clock = ManualClock::at_unix(START_UNIX);
@@ -99,7 +105,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let reader = tokio::time::timeout(
             Duration::from_secs(30),
-            read(&spec, &resolver, &clock as &dyn Clock),
+            read(&spec, &resolver, &clock as &dyn Clock, None),
         );
         let (_, reading) = tokio::join!(stub, reader);
         reading.expect("the read ends on its own")
