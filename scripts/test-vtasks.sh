@@ -17,6 +17,8 @@
 #   VT_EXPORTER_BIN  exporter binary (default: scripts/build.sh, quick when up to date)
 #   VT_RULES         the rules file (default alerts/glitchtip.rules.yml)
 #   VT_KEEP=1        leave the instances, exporter and Prometheus running at the end
+#   VT_HEALTHY_SECONDS=N  keep every instance healthy for N more seconds after the baseline
+#                    and fail if any alert was pending or firing meanwhile (by hand: 3600)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -417,6 +419,17 @@ done
 [[ $(prom_count 'ALERTS{alertname=~"GlitchTipQueue.*"}') -eq 0 ]] ||
   setup_failed "a queue alert is pending or firing before any outage"
 say "healthy baseline in Prometheus after $((SECONDS - t0)) s"
+HEALTHY_SECONDS=${VT_HEALTHY_SECONDS:-0}
+if ((HEALTHY_SECONDS > 0)); then
+  say "healthy window: ${HEALTHY_SECONDS} s with every instance healthy"
+  sleep "$HEALTHY_SECONDS"
+  window_alerts=$(prom_count "max_over_time(count(ALERTS)[${HEALTHY_SECONDS}s:5s])")
+  if [[ ${window_alerts:-0} -eq 0 ]]; then
+    result "PASS healthy-window-${HEALTHY_SECONDS}s (no alert pending or firing in ${HEALTHY_SECONDS} s, $(prom_count 'glitchtip_queue_up == 1') queue readers up)"
+  else
+    result "FAIL healthy-window-${HEALTHY_SECONDS}s (an alert was pending or firing: $(curl -fsS "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode "query=max_over_time(ALERTS[${HEALTHY_SECONDS}s])" | head -c 600))"
+  fi
+fi
 
 METRICS=$(curl -fsS -m 5 "http://127.0.0.1:$EXPORTER_PORT/metrics")
 has_series() { grep -qE "^(# HELP )?$1[ {]" <<<"$METRICS"; }
