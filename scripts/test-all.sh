@@ -61,6 +61,9 @@ suite deploy python3 scripts/test-deploy.py "$BINARY"
 # GlitchTip 6's real task library (django-vtasks from PyPI, virtualenvs cached in /tmp/vtlab)
 # against that binary and a real Prometheus.
 VT_EXPORTER_BIN=$BINARY suite vtasks scripts/test-vtasks.sh
+# A real GlitchTip 5.x (../shared/glitchtip/lab, built once into /tmp/gtlab-ci and reused)
+# through the fault matrix of issue #15, against that binary and a real Prometheus.
+REALGT_EXPORTER_BIN=$BINARY suite realgt scripts/test-real-glitchtip.sh
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      /^[a-z]+: [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
