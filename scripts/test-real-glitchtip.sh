@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 # ../shared beside the clone; from a git worktree, beside the main checkout.
 SHARED="${REALGT_SHARED:-$(git rev-parse --show-toplevel 2>/dev/null || echo "$ROOT")/../shared}"
-if [[ ! -d $SHARED ]] && common=$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null); then
+if [[ -z ${REALGT_SHARED:-} && ! -d $SHARED ]] && common=$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null); then
   SHARED="$(dirname "$common")/../shared"
 fi
 LAB_SRC="$SHARED/glitchtip/lab"
