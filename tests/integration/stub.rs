@@ -25,8 +25,8 @@
 //! any test timeout must therefore be shorter than 30 s. In [`Scenario::PostgresDownFast`]
 //! every recording, those 500s included, is answered at once, as while the web process's
 //! pool still holds connections PostgreSQL closed: measured on the real lab
-//! (scripts/test-real-glitchtip.sh), `/api/settings/` answered 500 at once from 8 s to about
-//! 35 s after PostgreSQL stopped, and hung from then on.
+//! (scripts/test-real-glitchtip.sh), `/api/settings/` answered 500 at once for 19 s and 37 s
+//! after PostgreSQL stopped (two runs), and hung from then on.
 //!
 //! Dropping a [`StubGlitchTip`] stops the server: the listener closes (new connections are
 //! refused) and every open connection, hanging ones included, is closed.
