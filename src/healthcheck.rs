@@ -30,6 +30,26 @@ struct HealthcheckCli {
     /// How long to wait for the answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     timeout: Duration,
+    /// User for basic authentication (the web config's `basic_auth_users`).
+    #[arg(long, requires = "basic_auth_password_file", value_name = "USER")]
+    basic_auth_user: Option<String>,
+    /// File holding that user's password (never on the command line).
+    #[arg(long, requires = "basic_auth_user", value_name = "FILE")]
+    basic_auth_password_file: Option<std::path::PathBuf>,
+}
+
+/// Basic credentials for the request: `Authorization: Basic …`.
+fn authorization(user: &str, password_file: &std::path::Path) -> Result<String, String> {
+    use base64::Engine as _;
+    let bytes = crate::files::read_bounded(password_file, 64 * 1024)
+        .map_err(|e| format!("--basic-auth-password-file: {e}"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| "--basic-auth-password-file: a UTF-8 text file".to_owned())?;
+    let password = text.trim_end_matches(['\n', '\r']);
+    Ok(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    ))
 }
 
 /// Runs the `healthcheck` subcommand when it is the first argument: `None` otherwise.
@@ -41,12 +61,22 @@ pub fn main_if_healthcheck() -> Option<std::process::ExitCode> {
     }
     args.remove(1);
     let cli = HealthcheckCli::parse_from(args);
+    let auth = match (&cli.basic_auth_user, &cli.basic_auth_password_file) {
+        (Some(user), Some(file)) => match authorization(user, file) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                return Some(std::process::ExitCode::FAILURE);
+            }
+        },
+        _ => None,
+    };
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            rt.block_on(check(&cli.url, cli.timeout))
+            rt.block_on(check_with(&cli.url, cli.timeout, auth.as_deref()))
                 .map_err(|e| e.to_string())
         });
     Some(match result {
@@ -85,6 +115,15 @@ pub enum HealthcheckError {
 
 /// Asks `url` once, within `timeout`: `Ok` only for a 200.
 pub async fn check(url: &str, timeout: Duration) -> Result<(), HealthcheckError> {
+    check_with(url, timeout, None).await
+}
+
+/// [`check`] with an `Authorization` header value.
+pub async fn check_with(
+    url: &str,
+    timeout: Duration,
+    authorization: Option<&str>,
+) -> Result<(), HealthcheckError> {
     let parsed = Url::parse(url).map_err(|_| HealthcheckError::BadUrl(url.to_owned()))?;
     let shown = format!(
         "{}://{}{}",
@@ -92,7 +131,7 @@ pub async fn check(url: &str, timeout: Duration) -> Result<(), HealthcheckError>
         host_port(&parsed)?,
         parsed.path()
     );
-    match tokio::time::timeout(timeout, ask(&parsed)).await {
+    match tokio::time::timeout(timeout, ask(&parsed, authorization)).await {
         Err(_) => Err(HealthcheckError::Timeout(shown, timeout)),
         Ok(Err(source)) => Err(HealthcheckError::Io { url: shown, source }),
         Ok(Ok(200)) => Ok(()),
@@ -112,16 +151,20 @@ fn host_port(url: &Url) -> Result<String, HealthcheckError> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn ask(url: &Url) -> Result<u16, BoxError> {
+async fn ask(url: &Url, authorization: Option<&str>) -> Result<u16, BoxError> {
     let authority = host_port(url)?;
     let stream = TcpStream::connect(&authority).await?;
     let path = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_owned(),
     };
-    let request = http::Request::get(path)
-        .header(http::header::HOST, &authority)
-        .body(Empty::<bytes::Bytes>::new())?;
+    let mut request = http::Request::get(path).header(http::header::HOST, &authority);
+    if let Some(value) = authorization {
+        let mut value = http::HeaderValue::from_str(value)?;
+        value.set_sensitive(true);
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
+    let request = request.body(Empty::<bytes::Bytes>::new())?;
     if url.scheme() == "https" {
         let config = Arc::new(AcceptAnyCertificate::new(provider())).client_config();
         let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);

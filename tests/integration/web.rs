@@ -429,6 +429,26 @@ async fn binary_takes_prometheus_style_flags_and_checks_the_web_config() {
     let reload = ask(exporter.addr, &client, "POST", "/-/reload", Some(&good)).await;
     assert_eq!(reload.status, 403, "no --web.enable-lifecycle");
 
+    // The image's HEALTHCHECK over TLS with basic auth: the password from a file.
+    let url = format!("https://{}/-/healthy", exporter.addr);
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), format!("{PASSWORD}\n")).unwrap();
+    let (status, _, stderr) = run_to_end(&[
+        "healthcheck",
+        "--url",
+        &url,
+        "--basic-auth-user",
+        USER,
+        "--basic-auth-password-file",
+        password.path().to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (status, _, stderr) = run_to_end(&["healthcheck", "--url", &url]).await;
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("answered 401"), "{stderr}");
+    assert!(!stderr.contains(PASSWORD));
+
     // SIGHUP always reloads: a rotated certificate serves the next connections.
     let (cert, key, rotated) = pki.ca.leaf();
     std::fs::write(pki.dir.path().join("server.crt"), cert).unwrap();
