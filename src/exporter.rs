@@ -279,13 +279,9 @@ impl Exporter {
                 "target"
             );
         }
-        for (spec, worst) in config.over_budget() {
-            tracing::warn!(
-                target_name = %spec.target,
-                check = %spec.name,
-                worst_case_seconds = worst.as_secs(),
-                "interval + 2 × timeout + retry_interval + 30 s exceeds the 60 s alert budget"
-            );
+        // The same warnings, in the same words, as `--check-config` prints.
+        for warning in config.warnings() {
+            tracing::warn!(warning = %warning, "config warning");
         }
         if config.mode == Mode::Interval {
             let slots: Vec<Arc<Slot>> = self.slots_snapshot();
