@@ -148,7 +148,15 @@ pub(crate) fn read_secret(
 /// secret itself, written where the path goes.
 fn looks_like_a_path(path: &std::path::Path) -> bool {
     path.to_str().is_some_and(|p| {
-        p.contains(['/', '.']) || p.len() < 16 || !p.bytes().any(|b| b.is_ascii_digit())
+        // A URL (a DSN: `https://key@host/1`) or anything with credentials in it is never
+        // a path to show; a `.` counts only as a short extension (a JWT has long parts).
+        if p.contains('@') || p.contains("://") {
+            return false;
+        }
+        let extension = p.rsplit_once('.').is_some_and(|(_, ext)| {
+            (1..=5).contains(&ext.len()) && ext.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+        p.contains('/') || extension || p.len() < 16 || !p.bytes().any(|b| b.is_ascii_digit())
     })
 }
 
