@@ -26,6 +26,11 @@ const QUEUE: &str = "queue-SECRET-c8e0b3f4";
 const NUMERIC: &str = "987654321987654321";
 
 /// Every secret, in every form it could take on the way out.
+/// A DSN (holding [`DSN_KEY`]) and a JWT, written where a secret's file path goes: they
+/// look like paths (a `/`, a `.`) and must not be shown as one.
+const DSN_URL: &str = "https://dsnkeySECRET4d8e17aa@glitchtip.example.com/1";
+const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SECRETjwt9f8e7d6c5b4";
+
 fn secrets() -> Vec<String> {
     use base64::Engine as _;
     let mut all: Vec<String> = [
@@ -36,6 +41,7 @@ fn secrets() -> Vec<String> {
         HEARTBEAT,
         QUEUE,
         NUMERIC,
+        JWT,
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -173,7 +179,7 @@ fn config_errors(dir: &Path, channels: &mut Channels) {
     let dir_text = dir.display().to_string();
     let mut refused = 0;
     for (key, template) in POSITIONS {
-        for value in [BEARER, NUMERIC] {
+        for value in [BEARER, NUMERIC, DSN_URL, JWT] {
             for shape in SHAPES {
                 let toml = template
                     .replace("{DIR}", &dir_text)
@@ -217,7 +223,7 @@ fn config_errors(dir: &Path, channels: &mut Channels) {
             refused += 1;
         }
     }
-    assert_eq!(refused, POSITIONS.len() * (2 * SHAPES.len() + 2));
+    assert_eq!(refused, POSITIONS.len() * (4 * SHAPES.len() + 2));
 }
 
 /// The environment a config is loaded with may hold secrets: `Debug` shows the names only.
