@@ -163,6 +163,10 @@ pub async fn open(
         return dial(env, host, port, trace).await;
     };
     let to_proxy = |failure: Failure| {
+        // No socket at all is the exporter's failure, whatever it was dialling.
+        if failure.reason == Reason::ExporterResources {
+            return failure;
+        }
         Failure::new(
             Reason::Proxy,
             format!(
