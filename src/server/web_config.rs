@@ -328,8 +328,13 @@ fn users(
         }
         // Validated here, not at the first login: a password written where a hash belongs
         // (or a truncated hash) is refused at start-up. The value is never repeated.
-        if hash.parse::<bcrypt::HashParts>().is_err() {
+        let Ok(parts) = hash.parse::<bcrypt::HashParts>() else {
             return Err(not_a_hash());
+        };
+        // Every login (and the decoy hash at load) costs 2^cost rounds: cost 31 would take
+        // about a day.
+        if !(4..=16).contains(&parts.get_cost()) {
+            return Err(invalid(&key, "a bcrypt hash of cost 4 to 16".to_owned()));
         }
         hashes.insert(user.clone(), hash.clone());
     }

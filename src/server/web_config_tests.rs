@@ -169,3 +169,9 @@ fn debug_output_names_users_but_no_hash() {
     assert!(shown.contains("prometheus"));
     assert!(!shown.contains(&hash));
 }
+
+refused!(
+    a_bcrypt_cost_that_would_take_a_day,
+    "basic_auth_users:\n  alice: $2y$31$abcdefghijklmnopqrstuu5s2v8.iXieOjg/.AySBTTZIIVFJeBui\n",
+    "DIR/web.yml: basic_auth_users.alice: a bcrypt hash of cost 4 to 16"
+);
