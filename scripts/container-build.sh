@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Dockerfile's build step, kept in one script so that the test suite runs exactly what
-# the image build runs (scripts/test-deploy.sh executes the Dockerfile's RUN lines as
+# the image build runs (scripts/test-deploy.py executes the Dockerfile's RUN lines as
 # written): builds the static release binary with scripts/build.sh and puts it, with an
 # empty state directory, under OUT_DIR.
 #

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes deploy/kubernetes/prometheusrule.yaml from alerts/glitchtip.rules.yml: the same
 groups, wrapped in a prometheus-operator PrometheusRule. The rules file is the one source;
-scripts/test-deploy.sh fails when the generated file has drifted from it.
+scripts/test-deploy.py fails when the generated file has drifted from it.
 
     scripts/gen-prometheusrule.py            rewrite the file
     scripts/gen-prometheusrule.py --check    exit 1 (with a diff) when it is out of date
